@@ -1,0 +1,168 @@
+"""The `multai` command: serve the mesh, show its status, manage models."""
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import ClassVar
+
+import grpc
+from pydantic import Field
+
+from multai.bundled_models import BUNDLED_MODELS, install_bundled
+from multai.common.v1 import common_pb2
+from multai.grpc_server import configure_logging
+from multai.registry import ModelRegistry
+from multai.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from multai.settings import MultaiSettings, load_settings
+from multai.supervisor import Child, Supervisor, grpc_serving, http_ok, python_module
+
+log = logging.getLogger("multai")
+DEVICE_NAMES = {common_pb2.DEVICE_CPU: "cpu", common_pb2.DEVICE_GPU: "gpu"}
+
+
+class ServeSettings(MultaiSettings):
+    """Settings of `multai serve` (env MULTAI_<NAME>, TOML section [serve], or the flags below)."""
+
+    toml_section: ClassVar[str] = "serve"
+
+    host: str = Field("127.0.0.1", description="Address the REST API binds; the gRPC mesh stays on 127.0.0.1.")
+    port: int = Field(8080, description="REST API port (OpenAI base_url http://HOST:PORT/v1).")
+    scheduler_port: int = Field(50050, description="Scheduler gRPC port.")
+    chat_port: int = Field(50051, description="Chat service gRPC port.")
+    install_models: bool = Field(True, description="Install the bundled default models first if missing.")
+    ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
+    stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
+
+
+def mesh_children(settings: ServeSettings) -> list[Child]:
+    """The processes of the local mesh, in start order."""
+    scheduler = f"127.0.0.1:{settings.scheduler_port}"
+    chat = f"127.0.0.1:{settings.chat_port}"
+    common = ["--models-dir", str(settings.models_dir), "--log-level", settings.log_level]
+    return [
+        Child(
+            "scheduler",
+            python_module("scheduler", "--port", str(settings.scheduler_port), *common),
+            lambda: grpc_serving(scheduler),
+        ),
+        Child(
+            "chat",
+            python_module("services.chat", "--port", str(settings.chat_port), "--scheduler-address", scheduler,
+                          *common),
+            lambda: grpc_serving(chat),
+        ),
+        Child(
+            "rest_bridge",
+            python_module("rest_bridge", "--host", settings.host, "--port", str(settings.port),
+                          "--chat-address", chat, "--scheduler-address", scheduler, *common),
+            lambda: http_ok(f"http://127.0.0.1:{settings.port}/healthz"),
+        ),
+    ]
+
+
+async def serve(settings: ServeSettings) -> None:
+    """Runs the mesh until Ctrl-C or SIGTERM."""
+    if settings.install_models:
+        install_bundled(settings.models_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    supervisor = Supervisor(mesh_children(settings), settings.ready_timeout_seconds, settings.stop_grace_seconds)
+    log.info("REST API on http://%s:%d/v1", settings.host, settings.port)
+    await supervisor.run(stop)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.0f} MB"
+
+
+def format_status(status: scheduler_pb2.GetStatusResponse) -> str:
+    """The scheduler's state as tables, like `ollama ps`."""
+    lines = ["SERVICE      PID       ID"]
+    lines += [f"{s.service:<12} {s.pid:<9} {s.service_id}" for s in status.services]
+    lines += ["", "MODEL                         SERVICE  DEVICE  SIZE       IDLE"]
+    lines += [
+        f"{r.model:<29} {r.service:<8} {DEVICE_NAMES.get(r.device, '?'):<7} {_mb(r.size_bytes):<10} "
+        f"{'busy' if r.idle_seconds == 0 else f'{r.idle_seconds:.0f}s'}"
+        for r in status.resident_models
+    ]
+    lines += ["", "LEASE         REQUEST                       MODEL                    DEVICE  HELD"]
+    lines += [
+        f"{lease.lease_id:<13} {lease.request_id[:29]:<29} {lease.model:<24} "
+        f"{DEVICE_NAMES.get(lease.device, '?'):<7} {lease.held_seconds:.1f}s"
+        for lease in status.leases
+    ]
+    lines += ["", "QUEUE  REQUEST                       MODEL                    WAITED"]
+    lines += [
+        f"{w.level:<6} {w.request_id[:29]:<29} {w.model:<24} {w.waited_seconds:.1f}s" for w in status.queue
+    ]
+    lines += ["", "DEVICE                  USED        BUDGET      LEASES"]
+    lines += [
+        f"{d.name:<23} {_mb(d.used_bytes):<11} {_mb(d.budget_bytes):<11} {d.active_leases}" for d in status.devices
+    ]
+    lines += ["", f"grants {status.total_grants}, evictions {status.total_evictions}"]
+    return "\n".join(lines)
+
+
+async def fetch_status(address: str) -> scheduler_pb2.GetStatusResponse:
+    """One GetStatus call."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+        return await stub.GetStatus(scheduler_pb2.GetStatusRequest(), timeout=5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multai", description="Self-hosted OpenAI-compatible inference mesh.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "serve", add_help=False, help="start scheduler, services and REST bridge (multai serve --help for options)"
+    )
+    status = commands.add_parser("status", help="queue, leases, resident models and memory of the scheduler")
+    status.add_argument("--scheduler-address", help="host:port of the scheduler (default: settings)")
+    models = commands.add_parser("models", help="list or install models")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    listing = model_commands.add_parser("list", help="the models installed in the models folder")
+    install = model_commands.add_parser("install", help="install the bundled default models")
+    install.add_argument("names", nargs="*", help=f"which ones (default: all of {', '.join(BUNDLED_MODELS)})")
+    for sub in (status, listing, install):
+        sub.add_argument("--models-dir", help="folder of model folders (default: MULTAI_MODELS_DIR)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "serve":
+        settings = load_settings(ServeSettings, rest, "multai serve")
+        configure_logging(settings.log_level)
+        asyncio.run(serve(settings))
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    overrides = {k: v for k, v in vars(args).items() if k in MultaiSettings.model_fields and v is not None}
+    settings_common = MultaiSettings(**overrides)
+    configure_logging("WARNING")
+    if args.command == "status":
+        try:
+            status = asyncio.run(fetch_status(settings_common.scheduler_address))
+        except grpc.aio.AioRpcError as exc:
+            sys.exit(f"scheduler at {settings_common.scheduler_address} did not answer: {exc.code().name}")
+        print(format_status(status))
+    elif args.models_command == "list":
+        registry = ModelRegistry.scan(settings_common.models_dir)
+        print("MODEL                         MODALITY  BACKEND           SIZE       ALIASES")
+        for m in registry.models():
+            label = " (fixture)" if m.fixture else ""
+            print(f"{m.id:<29} {m.modality:<9} {m.backend:<17} {_mb(m.size_bytes):<10} "
+                  f"{', '.join(m.aliases)}{label}")
+    else:
+        for folder in install_bundled(settings_common.models_dir, args.names or None):
+            print(f"installed {folder.name} in {folder}")
+
+
+if __name__ == "__main__":
+    main()

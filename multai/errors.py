@@ -1,0 +1,62 @@
+"""Typed domain errors raised by servicers and turned into gRPC status by one interceptor.
+
+The error code and parameter travel as trailing metadata so that the REST bridge can build OpenAI's error JSON.
+"""
+
+import grpc
+
+ERROR_CODE_KEY = "multai-error-code"
+ERROR_PARAM_KEY = "multai-error-param"
+RETRY_AFTER_KEY = "multai-retry-after"
+
+
+class MultaiError(Exception):
+    """A failure with a gRPC status, an OpenAI error code and the request parameter at fault."""
+
+    status: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata pairs that carry code and param across gRPC."""
+        pairs = [(ERROR_CODE_KEY, self.code)]
+        if self.param:
+            pairs.append((ERROR_PARAM_KEY, self.param))
+        return tuple(pairs)
+
+
+class InvalidRequestError(MultaiError):
+    """The caller sent something the service cannot accept."""
+
+    status = grpc.StatusCode.INVALID_ARGUMENT
+    code = "invalid_request"
+
+
+class ModelNotFoundError(MultaiError):
+    """No installed model has this id or alias."""
+
+    status = grpc.StatusCode.NOT_FOUND
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist", param="model")
+
+
+class ResourceExhaustedError(MultaiError):
+    """The queue is full or the model does not fit in any memory."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "resource_exhausted"
+
+
+class ServiceUnavailableError(MultaiError):
+    """A dependency (scheduler, engine) cannot serve now; retrying later may work."""
+
+    status = grpc.StatusCode.UNAVAILABLE
+    code = "service_unavailable"

@@ -1,0 +1,139 @@
+"""The one gRPC server bootstrap every process uses: interceptor, health, reflection, graceful SIGTERM."""
+
+import asyncio
+import inspect
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from multai.errors import MultaiError
+from multai.settings import GrpcServiceSettings
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[..., Any]
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, exc: MultaiError) -> None:
+    await context.abort(exc.status, exc.message, trailing_metadata=exc.trailing_metadata())
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> None:
+    log.exception("unexpected error in %s", method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the service log")
+
+
+def _wrap(behavior: Behavior, method: str) -> Behavior:
+    """Wraps one RPC behaviour so that domain errors become their status and anything else INTERNAL."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream_wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except MultaiError as exc:
+                await _abort_with(context, exc)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                await _abort_internal(context, method)
+
+        return stream_wrapper
+
+    async def unary_wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except MultaiError as exc:
+            await _abort_with(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            await _abort_internal(context, method)
+
+    return unary_wrapper
+
+
+class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
+    """The single place where servicers' typed errors become gRPC status codes."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary, method), **codec)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, method), **codec)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, method), **codec)
+        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, method), **codec)
+
+
+def configure_logging(level: str) -> None:
+    """Plain line logs on stderr; the supervisor prefixes them with the process name."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every health poll at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def run_grpc_server(
+    settings: GrpcServiceSettings,
+    add_servicers: Callable[[grpc.aio.Server], Iterable[str]],
+    *,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+    on_stopping: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serves until SIGTERM or SIGINT.
+
+    add_servicers registers the servicers and returns their full service names. Health says NOT_SERVING
+    until on_started has finished (e.g. registration with the scheduler), and again as soon as a stop
+    signal arrives; then in-flight RPCs get the grace period and on_stopping releases what is held.
+    """
+    server = grpc.aio.server(interceptors=[DomainErrorInterceptor()])
+    service_names = list(add_servicers(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ["", *service_names]:
+        await health_servicer.set(name, not_serving)
+
+    address = f"{settings.host}:{settings.port}"
+    server.add_insecure_port(address)
+    await server.start()
+    log.info("listening on %s", address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    try:
+        if on_started is not None:
+            await on_started()
+        for name in ["", *service_names]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s", ", ".join(service_names))
+        await stop.wait()
+    finally:
+        log.info("stopping: health NOT_SERVING, %.1fs grace", settings.shutdown_grace_seconds)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.shutdown_grace_seconds)
+        if on_stopping is not None:
+            await on_stopping()

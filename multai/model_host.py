@@ -1,0 +1,177 @@
+"""ModelHost: the models one service has loaded, placed and guarded by scheduler leases.
+
+Every modality service uses it the same way: `async with host.leased(manifest, priority, request_id)` waits
+for a lease, loads the model where the lease says (once), and yields the backend for one inference.
+"""
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from multai.common.v1 import common_pb2
+from multai.registry import ModelManifest, ModelRegistry
+from multai.scheduler.v1 import scheduler_pb2
+from multai.scheduler_client import Grant, ResidentReport, SchedulerClient
+
+log = logging.getLogger(__name__)
+
+
+class LoadableBackend(Protocol):
+    """What the host needs of any backend; modalities add their own inference methods."""
+
+    def load(self, use_gpu: bool, gpu_layers: int) -> int: ...
+
+    def unload(self) -> None: ...
+
+
+BackendT = TypeVar("BackendT", bound=LoadableBackend)
+ItemT = TypeVar("ItemT")
+
+
+@dataclass
+class _Slot(Generic[BackendT]):
+    """One model's backend; the lock serialises its loads, unloads and inferences."""
+
+    backend: BackendT
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    device: common_pb2.Device.ValueType = common_pb2.DEVICE_UNSPECIFIED
+    measured_bytes: int = 0
+
+
+class ModelHost(Generic[BackendT]):
+    """Loads models on lease grants, unloads them on the scheduler's command, runs engines off the loop."""
+
+    def __init__(
+        self,
+        service_name: str,
+        registry: ModelRegistry,
+        make_backend: Callable[[ModelManifest], BackendT],
+        scheduler_address: str,
+        lease_wait_seconds: float,
+    ) -> None:
+        self.registry = registry
+        self._slots = {m.id: _Slot(make_backend(m)) for m in registry.models()}
+        self._lease_wait_seconds = lease_wait_seconds
+        # Engine calls get their own threads so the event loop never blocks on them.
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-engine")
+        self.scheduler = SchedulerClient(
+            scheduler_address,
+            service_name,
+            [
+                scheduler_pb2.ModelFootprint(model=m.id, size_bytes=m.size_bytes, n_layers=m.n_layers)
+                for m in registry.models()
+            ],
+            on_unload=self.unload,
+            resident_models=self.resident_reports,
+        )
+
+    async def start(self, connect_timeout: float) -> None:
+        """Registers with the scheduler."""
+        await self.scheduler.start(connect_timeout)
+
+    async def stop(self) -> None:
+        """Unloads everything and ends the registration."""
+        for model in list(self._slots):
+            await self.unload(model)
+        await self.scheduler.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def resident_reports(self) -> list[ResidentReport]:
+        """The models loaded now, for a (re-)registration."""
+        return [
+            ResidentReport(model, slot.device, slot.measured_bytes)
+            for model, slot in self._slots.items()
+            if slot.device != common_pb2.DEVICE_UNSPECIFIED
+        ]
+
+    def device_of(self, model: str) -> common_pb2.Device.ValueType:
+        """Where a model is loaded; DEVICE_UNSPECIFIED when it is not."""
+        return self._slots[model].device
+
+    @asynccontextmanager
+    async def leased(
+        self, manifest: ModelManifest, priority: common_pb2.Priority.ValueType, request_id: str
+    ) -> AsyncIterator[BackendT]:
+        """Holds a lease and the model's lock, with the model loaded where the lease says."""
+        async with self.scheduler.lease(request_id, manifest.id, priority, self._lease_wait_seconds) as grant:
+            slot = self._slots[manifest.id]
+            async with slot.lock:
+                await self._ensure_loaded(manifest.id, slot, grant)
+                yield slot.backend
+
+    async def _ensure_loaded(self, model: str, slot: _Slot[BackendT], grant: Grant) -> None:
+        if slot.device == grant.device:
+            return
+        if slot.device != common_pb2.DEVICE_UNSPECIFIED:
+            await self._run(slot.backend.unload)
+            slot.device = common_pb2.DEVICE_UNSPECIFIED
+        use_gpu = grant.device == common_pb2.DEVICE_GPU
+        log.info("loading %s on %s", model, "GPU" if use_gpu else "CPU")
+        try:
+            slot.measured_bytes = await self._run(slot.backend.load, use_gpu, grant.gpu_layers)
+        except BaseException:
+            self.scheduler.report_evicted(model)
+            raise
+        slot.device = grant.device
+        self.scheduler.report_resident(ResidentReport(model, grant.device, slot.measured_bytes))
+
+    async def unload(self, model: str) -> bool:
+        """Frees a model's memory; True when it was loaded."""
+        slot = self._slots.get(model)
+        if slot is None:
+            return False
+        async with slot.lock:
+            if slot.device == common_pb2.DEVICE_UNSPECIFIED:
+                return False
+            log.info("unloading %s", model)
+            await self._run(slot.backend.unload)
+            slot.device = common_pb2.DEVICE_UNSPECIFIED
+            return True
+
+    async def _run(self, fn: Callable[..., ItemT], *args: object) -> ItemT:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def stream(self, produce: Callable[[threading.Event], Iterator[ItemT]]) -> AsyncIterator[ItemT]:
+        """Runs a blocking generator in an engine thread and yields its items on the loop.
+
+        When the consumer stops early (client gone, deadline), the event tells the engine to stop, and this
+        waits for the thread to finish so that the lease is only released once the device is idle.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[bool, ItemT | BaseException | None]] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def deliver(done: bool, payload: ItemT | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (done, payload))
+            except RuntimeError:
+                pass  # the loop closed during shutdown; nobody is waiting any more
+
+        def pump() -> None:
+            try:
+                for item in produce(cancel):
+                    deliver(False, item)
+                    if cancel.is_set():
+                        break
+            except BaseException as exc:
+                deliver(True, exc)
+                return
+            deliver(True, None)
+
+        worker = loop.run_in_executor(self._executor, pump)
+        try:
+            while True:
+                done, payload = await queue.get()
+                if done:
+                    if isinstance(payload, BaseException):
+                        raise payload
+                    return
+                yield payload  # type: ignore[misc]
+        finally:
+            cancel.set()
+            await asyncio.shield(worker)

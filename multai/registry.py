@@ -1,0 +1,125 @@
+"""Models as folders: each folder under MULTAI_MODELS_DIR with a model.toml manifest is one model."""
+
+import logging
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from multai.errors import ModelNotFoundError
+
+MANIFEST_NAME = "model.toml"
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Modality = Literal["chat", "audio", "image", "vision"]
+Backend = Literal[
+    "llama_cpp", "faster_whisper", "piper", "bark", "diffusers", "llava", "sentence_transformers"
+]
+
+log = logging.getLogger(__name__)
+
+
+def is_valid_model_name(name: str) -> bool:
+    """True for names made only of [A-Za-z0-9._:-]; rules out path separators and '..' tricks."""
+    return bool(MODEL_NAME_PATTERN.match(name)) and name not in {".", ".."}
+
+
+class ModelManifest(BaseModel):
+    """The contents of model.toml, plus the folder it was read from."""
+
+    id: str
+    aliases: list[str] = Field(default_factory=list)
+    modality: Modality
+    backend: Backend
+    files: list[str] = Field(min_length=1)
+    size_bytes: int = Field(ge=0)
+    n_layers: int = Field(0, ge=0)
+    fixture: bool = False
+    description: str = ""
+    created: int = 0
+    # Engine-specific defaults, e.g. context_length and chat_template for llama_cpp.
+    defaults: dict[str, str | int | float | bool | list[str]] = Field(default_factory=dict)
+    folder: Path = Path()
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not is_valid_model_name(value):
+            raise ValueError(f"model id {value!r} must match {MODEL_NAME_PATTERN.pattern}")
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _check_aliases(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not is_valid_model_name(alias):
+                raise ValueError(f"alias {alias!r} must match {MODEL_NAME_PATTERN.pattern}")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _check_files(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ValueError(f"file {name!r} must be a path inside the model folder")
+        return value
+
+    def file_path(self, index: int = 0) -> Path:
+        """The absolute path of one of the model's files."""
+        return self.folder / self.files[index]
+
+
+def read_manifest(folder: Path) -> ModelManifest:
+    """Parses folder/model.toml; raises ValueError with the reason when it is not a valid manifest."""
+    with open(folder / MANIFEST_NAME, "rb") as f:
+        data = tomllib.load(f)
+    try:
+        return ModelManifest(**data, folder=folder)
+    except ValidationError as exc:
+        raise ValueError(f"{folder / MANIFEST_NAME}: {exc}") from exc
+
+
+class ModelRegistry:
+    """The installed models of one modality (or all), by id and alias."""
+
+    def __init__(self, manifests: Iterable[ModelManifest]) -> None:
+        self._by_id: dict[str, ModelManifest] = {}
+        self._by_name: dict[str, ModelManifest] = {}
+        for manifest in sorted(manifests, key=lambda m: m.id):
+            self._by_id[manifest.id] = manifest
+            self._by_name[manifest.id] = manifest
+        for manifest in self._by_id.values():
+            for alias in manifest.aliases:
+                if alias in self._by_name:
+                    log.warning("alias %s of %s is taken by %s", alias, manifest.id, self._by_name[alias].id)
+                    continue
+                self._by_name[alias] = manifest
+
+    @classmethod
+    def scan(cls, models_dir: Path, modality: Modality | None = None) -> "ModelRegistry":
+        """Reads every manifest under models_dir; broken folders are logged and skipped, never fatal."""
+        manifests = []
+        if models_dir.is_dir():
+            for folder in sorted(p for p in models_dir.iterdir() if (p / MANIFEST_NAME).is_file()):
+                try:
+                    manifest = read_manifest(folder)
+                except (ValueError, OSError) as exc:
+                    log.warning("skipping model folder %s: %s", folder, exc)
+                    continue
+                if modality is None or manifest.modality == modality:
+                    manifests.append(manifest)
+        return cls(manifests)
+
+    def resolve(self, name: str) -> ModelManifest:
+        """The manifest for an id or alias; ModelNotFoundError otherwise."""
+        manifest = self._by_name.get(name) if is_valid_model_name(name) else None
+        if manifest is None:
+            raise ModelNotFoundError(name)
+        return manifest
+
+    def models(self) -> list[ModelManifest]:
+        """All manifests in id order."""
+        return list(self._by_id.values())

@@ -1,0 +1,186 @@
+"""SchedulerClient: how a modality service registers with the scheduler and takes leases.
+
+Registration is one long-lived stream that survives scheduler restarts (the client re-registers with what
+it has loaded); each lease is one Acquire stream, held open for exactly as long as the inference runs.
+"""
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from multai.common.v1 import common_pb2
+from multai.errors import ResourceExhaustedError, ServiceUnavailableError
+from multai.scheduler.v1 import scheduler_pb2 as pb
+from multai.scheduler.v1 import scheduler_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAY_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A lease as the holder sees it."""
+
+    lease_id: str
+    fencing_token: int
+    device: common_pb2.Device.ValueType
+    gpu_layers: int
+
+
+@dataclass(frozen=True)
+class ResidentReport:
+    """A model the service has loaded."""
+
+    model: str
+    device: common_pb2.Device.ValueType
+    measured_bytes: int
+
+
+class SchedulerClient:
+    """Registers the service's models and hands out leases; unload commands go to `on_unload`."""
+
+    def __init__(
+        self,
+        address: str,
+        service_name: str,
+        footprints: list[pb.ModelFootprint],
+        on_unload: Callable[[str], Awaitable[None]],
+        resident_models: Callable[[], list[ResidentReport]],
+    ) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
+        self._service_name = service_name
+        self._footprints = footprints
+        self._on_unload = on_unload
+        self._resident_models = resident_models
+        self._outgoing: asyncio.Queue[pb.RegisterRequest] | None = None
+        self._service_id: str | None = None
+        self._registered = asyncio.Event()
+        self._register_task: asyncio.Task[None] | None = None
+        self._unload_tasks: set[asyncio.Task[None]] = set()
+        self._fencing_floor = 0
+
+    async def start(self, timeout: float) -> None:
+        """Registers, retrying until the scheduler answers or `timeout` passes."""
+        self._register_task = asyncio.create_task(self._keep_registered())
+        try:
+            await asyncio.wait_for(self._registered.wait(), timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailableError(f"scheduler not reachable within {timeout:.0f}s") from exc
+
+    async def close(self) -> None:
+        """Ends the registration (the scheduler reclaims everything) and the channel."""
+        if self._register_task is not None:
+            self._register_task.cancel()
+        await self._channel.close()
+
+    def report_resident(self, report: ResidentReport) -> None:
+        """Tells the scheduler a model is loaded and how much memory it took."""
+        self._send(
+            pb.RegisterRequest(
+                resident=pb.ModelResident(
+                    model=report.model, device=report.device, measured_bytes=report.measured_bytes
+                )
+            )
+        )
+
+    def report_evicted(self, model: str) -> None:
+        """Tells the scheduler a model's memory is free."""
+        self._send(pb.RegisterRequest(evicted=pb.ModelEvicted(model=model)))
+
+    def _send(self, message: pb.RegisterRequest) -> None:
+        # While disconnected there is nothing to tell: the next hello carries the resident models.
+        if self._outgoing is not None:
+            self._outgoing.put_nowait(message)
+
+    async def _keep_registered(self) -> None:
+        while True:
+            try:
+                await self._register_once()
+            except grpc.aio.AioRpcError as exc:
+                log.warning("scheduler registration lost (%s); retrying", exc.code().name)
+            self._registered.clear()
+            self._service_id = None
+            self._outgoing = None
+            await asyncio.sleep(RECONNECT_DELAY_SECONDS)
+
+    async def _register_once(self) -> None:
+        outgoing: asyncio.Queue[pb.RegisterRequest] = asyncio.Queue()
+        hello = pb.ServiceHello(
+            service=self._service_name,
+            pid=os.getpid(),
+            models=self._footprints,
+            resident=[
+                pb.ModelResident(model=r.model, device=r.device, measured_bytes=r.measured_bytes)
+                for r in self._resident_models()
+            ],
+        )
+        outgoing.put_nowait(pb.RegisterRequest(hello=hello))
+        self._outgoing = outgoing
+
+        async def requests() -> AsyncIterator[pb.RegisterRequest]:
+            while True:
+                yield await outgoing.get()
+
+        async for response in self._stub.Register(requests()):
+            kind = response.WhichOneof("command")
+            if kind == "registered":
+                self._service_id = response.registered.service_id
+                self._fencing_floor = response.registered.fencing_floor
+                self._registered.set()
+                log.info("registered with the scheduler as %s", self._service_id)
+            elif kind == "unload":
+                task = asyncio.create_task(self._unload(response.unload.model))
+                self._unload_tasks.add(task)
+                task.add_done_callback(self._unload_tasks.discard)
+
+    async def _unload(self, model: str) -> None:
+        await self._on_unload(model)
+        self.report_evicted(model)
+
+    @asynccontextmanager
+    async def lease(
+        self, request_id: str, model: str, priority: common_pb2.Priority.ValueType, wait_timeout: float
+    ) -> AsyncIterator[Grant]:
+        """Waits in the scheduler's queue, then holds a lease for the body of the `async with`."""
+        try:
+            await asyncio.wait_for(self._registered.wait(), wait_timeout)
+        except TimeoutError as exc:
+            raise ServiceUnavailableError("the scheduler is not reachable; retry later") from exc
+        claim = pb.LeaseClaim(
+            service_id=self._service_id or "", request_id=request_id, model=model, priority=priority
+        )
+        release = asyncio.Event()
+
+        async def requests() -> AsyncIterator[pb.AcquireRequest]:
+            yield pb.AcquireRequest(claim=claim)
+            await release.wait()
+
+        call = self._stub.Acquire(requests())
+        try:
+            grant = await asyncio.wait_for(self._first_grant(call), wait_timeout)
+            yield grant
+        finally:
+            release.set()
+            call.cancel()
+
+    async def _first_grant(self, call: grpc.aio.StreamStreamCall) -> Grant:
+        try:
+            async for response in call:
+                if response.WhichOneof("event") == "granted":
+                    granted = response.granted
+                    # A token below the floor was granted by a scheduler instance that has since restarted.
+                    if granted.fencing_token < self._fencing_floor:
+                        raise ServiceUnavailableError("stale lease from a restarted scheduler; retry")
+                    return Grant(granted.lease_id, granted.fencing_token, granted.device, granted.gpu_layers)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise ResourceExhaustedError(exc.details() or "no capacity") from exc
+            raise ServiceUnavailableError(f"scheduler: {exc.details()}") from exc
+        raise ServiceUnavailableError("the scheduler ended the lease stream before granting")

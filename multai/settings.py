@@ -1,0 +1,79 @@
+"""Typed settings shared by every process: defaults < TOML file (MULTAI_CONFIG) < MULTAI_* env < CLI flags."""
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_FILE_ENV = "MULTAI_CONFIG"
+
+
+def default_models_dir() -> Path:
+    """Where models live unless MULTAI_MODELS_DIR says otherwise."""
+    return Path.home() / ".local" / "share" / "multai" / "models"
+
+
+class TomlSectionSource(PydanticBaseSettingsSource):
+    """Reads the top-level keys and the process's own [section] of the file named by MULTAI_CONFIG."""
+
+    def __init__(self, settings_cls: type[BaseSettings], section: str) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get(CONFIG_FILE_ENV)
+        data: dict[str, Any] = {}
+        if path:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        self._values = {k: v for k, v in data.items() if not isinstance(v, dict)}
+        self._values.update(data.get(section, {}))
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+
+
+class MultaiSettings(BaseSettings):
+    """Settings every process has; subclasses add their own and name their TOML section."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MULTAI_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore"
+    )
+    toml_section: ClassVar[str] = ""
+
+    models_dir: Path = Field(default_factory=default_models_dir, description="Folder of model folders.")
+    scheduler_address: str = Field("127.0.0.1:50050", description="host:port of the scheduler.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, TomlSectionSource(settings_cls, cls.toml_section)
+
+
+class GrpcServiceSettings(MultaiSettings):
+    """Settings of a gRPC server process."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; 127.0.0.1 keeps the mesh local.")
+    port: int = Field(description="Port to bind.")
+    shutdown_grace_seconds: float = Field(5.0, description="Time in-flight RPCs get on SIGTERM.")
+
+
+SettingsT = TypeVar("SettingsT", bound=MultaiSettings)
+
+
+def load_settings(cls: type[SettingsT], argv: list[str] | None, prog: str) -> SettingsT:
+    """Builds the process's one settings object; argv=None reads no CLI flags (tests pass values directly)."""
+    if argv is None:
+        return cls()
+    return cls(_cli_parse_args=argv, _cli_prog_name=prog)

@@ -1,0 +1,85 @@
+"""The FastAPI application: routes, the gRPC channels behind them, request ids and error JSON."""
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import grpc
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from grpc_health.v1 import health_pb2_grpc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from multai.chat.v1 import chat_pb2_grpc
+from multai.common.v1 import model_control_pb2_grpc
+from rest_bridge.config import BridgeSettings
+from rest_bridge.errors import OpenAIError
+from rest_bridge.routes import chat, completions, health, models
+from rest_bridge.serving.chat import ChatServing
+from rest_bridge.serving.completions import CompletionServing
+from rest_bridge.serving.models import ModelsServing
+
+REQUEST_ID_HEADER = "X-Request-Id"
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def validation_error(exc: RequestValidationError) -> OpenAIError:
+    """A pydantic validation failure as OpenAI's 400, naming the first offending parameter."""
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return OpenAIError(400, "We could not parse the JSON body of your request.", code="invalid_json")
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    message = first.get("msg", "invalid request")
+    if param:
+        message = f"Invalid value for '{param}': {message}"
+    return OpenAIError(400, message, param=param, code="invalid_value")
+
+
+def create_app(settings: BridgeSettings) -> FastAPI:
+    """The bridge's ASGI app; channels open on startup and close on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        chat_channel = grpc.aio.insecure_channel(settings.chat_address)
+        scheduler_channel = grpc.aio.insecure_channel(settings.scheduler_address)
+        chat_stub = chat_pb2_grpc.ChatServiceStub(chat_channel)
+        app.state.chat = ChatServing(chat_stub, settings.request_timeout_seconds)
+        app.state.completions = CompletionServing(chat_stub, settings.request_timeout_seconds)
+        app.state.models = ModelsServing([model_control_pb2_grpc.ModelControlServiceStub(chat_channel)])
+        app.state.health = {
+            "scheduler": health_pb2_grpc.HealthStub(scheduler_channel),
+            "chat": health_pb2_grpc.HealthStub(chat_channel),
+        }
+        yield
+        await chat_channel.close()
+        await scheduler_channel.close()
+
+    app = FastAPI(title="MultAI", version="0.1.0", lifespan=lifespan)
+    for module in (chat, completions, models, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request.state.request_id = incoming if CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        response = await call_next(request)
+        response.headers[REQUEST_ID_HEADER] = request.state.request_id
+        return response
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error(exc).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return OpenAIError(exc.status_code, str(exc.detail), type=error_type).response()
+
+    return app

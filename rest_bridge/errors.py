@@ -1,0 +1,85 @@
+"""The one mapping from gRPC status to HTTP status and OpenAI's error JSON, used by every route."""
+
+import grpc
+from fastapi.responses import JSONResponse
+
+from multai.errors import ERROR_CODE_KEY, ERROR_PARAM_KEY, RETRY_AFTER_KEY
+
+# gRPC status -> (HTTP status, OpenAI error.type)
+STATUS_TABLE: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error"),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error"),
+    grpc.StatusCode.NOT_FOUND: (404, "invalid_request_error"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "invalid_request_error"),
+    grpc.StatusCode.ABORTED: (409, "server_error"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    grpc.StatusCode.CANCELLED: (499, "server_error"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "server_error"),
+    grpc.StatusCode.UNAVAILABLE: (503, "server_error"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout"),
+}
+DEFAULT_RETRY_AFTER_SECONDS = "1"
+
+
+class OpenAIError(Exception):
+    """An error to send as OpenAI's {"error": {...}} body with an HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        """OpenAI's error object."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        """The JSON response, with Retry-After on 429 and 503."""
+        headers = {"Retry-After": self.retry_after} if self.retry_after else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError) -> OpenAIError:
+    """Translates a failed gRPC call, keeping the code and param the service attached."""
+    code = exc.code()
+    status, error_type = STATUS_TABLE.get(code, (500, "server_error"))
+    metadata = dict(exc.trailing_metadata() or ())
+    retry_after = metadata.get(RETRY_AFTER_KEY)
+    if status in (429, 503) and retry_after is None:
+        retry_after = DEFAULT_RETRY_AFTER_SECONDS
+    message = exc.details() or code.name.lower()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = f"The model service is unavailable ({message}); retry shortly"
+    return OpenAIError(
+        status,
+        message,
+        type=error_type,
+        param=_str_or_none(metadata.get(ERROR_PARAM_KEY)),
+        code=_str_or_none(metadata.get(ERROR_CODE_KEY)),
+        retry_after=_str_or_none(retry_after),
+    )
+
+
+def _str_or_none(value: str | bytes | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def invalid_request(message: str, param: str | None = None) -> OpenAIError:
+    """A 400 for a request the bridge itself rejects."""
+    return OpenAIError(400, message, param=param, code="invalid_request")

@@ -1,0 +1,50 @@
+"""Pydantic models shared by several endpoints."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OpenAIModel(BaseModel):
+    """Base of request models: unknown fields are ignored, as vLLM and LocalAI do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Usage(BaseModel):
+    """Token counts of one request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class StreamOptions(OpenAIModel):
+    """Options of a streamed response."""
+
+    include_usage: bool = Field(False, description="Send a last chunk with the usage of the whole request.")
+
+
+class SamplingFields(OpenAIModel):
+    """Sampling parameters common to chat and completions, with the seed design's llama.cpp extras."""
+
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    max_tokens: int | None = Field(None, ge=1, description="The most tokens to generate.")
+    n: int = Field(1, ge=1, le=1, description="Choices to generate; only 1 is supported for now.")
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = Field(None, description="Same seed and parameters give the same output.")
+    stop: str | list[str] | None = Field(None, description="Up to 4 sequences that end generation.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    user: str | None = None
+    top_k: int | None = Field(None, ge=0, description="llama.cpp: sample among the k most likely tokens.")
+    repeat_penalty: float | None = Field(None, gt=0, description="llama.cpp: multiplicative repetition penalty.")
+    n_threads: int | None = Field(None, ge=1, le=256, description="llama.cpp: CPU threads for this request.")
+    n_gpu_layers: int | None = Field(None, ge=-1, description="llama.cpp: layers to offload when on the GPU.")
+    priority: int | None = Field(None, ge=0, le=2, description="Queue level: 0 urgent, 1 normal, 2 background.")
+
+    def stop_list(self) -> list[str]:
+        """`stop` as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)

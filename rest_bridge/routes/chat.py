@@ -1,0 +1,29 @@
+"""POST /v1/chat/completions."""
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from rest_bridge.protocol.chat import ChatCompletion, ChatCompletionRequest
+from rest_bridge.routes.disconnect import unless_disconnected
+from rest_bridge.serving.chat import ChatServing, new_chat_completion_id
+from rest_bridge.serving.generation import priority_to_pb, sse_with_errors
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    x_multai_priority: str | None = Header(None, description="Queue level 0, 1 or 2; overrides `priority`."),
+) -> ChatCompletion | StreamingResponse:
+    """Creates a model response for the conversation, streamed as server-sent events when `stream` is true."""
+    serving: ChatServing = request.app.state.chat
+    priority = priority_to_pb(x_multai_priority, body.priority)
+    stream = await unless_disconnected(request, serving.open(body, priority, request.state.request_id))
+    completion_id = new_chat_completion_id()
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = serving.events(stream, completion_id, include_usage)
+        return StreamingResponse(sse_with_errors(events), media_type="text/event-stream")
+    return await unless_disconnected(request, serving.complete(stream, completion_id))

@@ -1,0 +1,146 @@
+"""What chat and completions share: request fields to protobuf, and reading a generation stream."""
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from pydantic import BaseModel
+
+from multai.chat.v1 import chat_pb2
+from multai.common.v1 import common_pb2
+from rest_bridge.errors import OpenAIError, from_rpc_error, invalid_request
+from rest_bridge.protocol.common import SamplingFields, Usage
+
+PRIORITY_LEVELS = {
+    0: common_pb2.PRIORITY_URGENT,
+    1: common_pb2.PRIORITY_NORMAL,
+    2: common_pb2.PRIORITY_BACKGROUND,
+}
+DEFAULT_PRIORITY_LEVEL = 1
+FINISH_REASONS = {chat_pb2.FINISH_REASON_STOP: "stop", chat_pb2.FINISH_REASON_LENGTH: "length"}
+
+
+def priority_to_pb(header: str | None, body: int | None) -> common_pb2.Priority.ValueType:
+    """The queue priority from X-MultAI-Priority (wins) or the body's `priority`; default level 1."""
+    level = body if body is not None else DEFAULT_PRIORITY_LEVEL
+    if header is not None:
+        try:
+            level = int(header)
+        except ValueError:
+            level = -1
+    if level not in PRIORITY_LEVELS:
+        raise invalid_request("priority must be 0 (urgent), 1 (normal) or 2 (background)", "priority")
+    return PRIORITY_LEVELS[level]
+
+
+def sampling_to_pb(request: SamplingFields, max_tokens: int | None) -> chat_pb2.SamplingParams:
+    """The sampling fields as protobuf; unset stays unset so the engine applies its defaults."""
+    return chat_pb2.SamplingParams(
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=max_tokens,
+        stop=request.stop_list(),
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        top_k=request.top_k,
+        repeat_penalty=request.repeat_penalty,
+    )
+
+
+def engine_to_pb(request: SamplingFields) -> chat_pb2.EngineOptions:
+    """The seed design's engine extras as protobuf."""
+    return chat_pb2.EngineOptions(n_threads=request.n_threads, n_gpu_layers=request.n_gpu_layers)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One message of a generation stream, in plain Python."""
+
+    model: str
+    delta: str
+    finish_reason: str | None
+    usage: Usage | None
+
+
+def _piece(message: Any) -> Piece:
+    finished = message.finish_reason != chat_pb2.FINISH_REASON_UNSPECIFIED
+    usage = None
+    if message.HasField("usage"):
+        u = message.usage
+        usage = Usage(
+            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
+        )
+    return Piece(message.model, message.delta, FINISH_REASONS.get(message.finish_reason) if finished else None,
+                 usage)
+
+
+class GenerationStream:
+    """A server-streaming generation whose first message has arrived.
+
+    Waiting for it first means errors found before any output (unknown model, bad parameters, full queue)
+    become proper HTTP errors instead of failures in the middle of an event stream.
+    """
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall, first: Piece) -> None:
+        self._call = call
+        self.first = first
+
+    @classmethod
+    async def open(cls, call: grpc.aio.UnaryStreamCall) -> "GenerationStream":
+        """Starts reading; raises OpenAIError when the call fails before its first message."""
+        try:
+            message = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        except BaseException:
+            call.cancel()
+            raise
+        if message is grpc.aio.EOF:
+            raise OpenAIError(502, "the model service ended the stream without output", type="server_error")
+        return cls(call, _piece(message))
+
+    async def pieces(self) -> AsyncIterator[Piece]:
+        """All pieces, the first included; cancels the RPC if the consumer stops early."""
+        try:
+            yield self.first
+            while True:
+                try:
+                    message = await self._call.read()
+                except grpc.aio.AioRpcError as exc:
+                    raise from_rpc_error(exc) from exc
+                if message is grpc.aio.EOF:
+                    return
+                yield _piece(message)
+        finally:
+            self._call.cancel()
+
+    async def collect(self) -> tuple[str, Piece]:
+        """The whole text and the final piece."""
+        parts = []
+        last = self.first
+        async for piece in self.pieces():
+            parts.append(piece.delta)
+            last = piece
+        return "".join(parts), last
+
+
+def sse_event(payload: BaseModel | dict[str, Any]) -> str:
+    """One server-sent event."""
+    data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+async def sse_with_errors(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Ends every event stream with [DONE]; an error mid-stream becomes an OpenAI error event first."""
+    try:
+        async for event in events:
+            yield event
+    except OpenAIError as exc:
+        yield sse_event(exc.body())
+    yield SSE_DONE

@@ -1,0 +1,1 @@
+"""The scheduler: the single authority over accelerator memory and compute on one host."""

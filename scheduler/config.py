@@ -1,0 +1,22 @@
+"""Settings of the scheduler process."""
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from multai.settings import GrpcServiceSettings
+
+
+class SchedulerSettings(GrpcServiceSettings):
+    """`python -m scheduler --help` lists these; env MULTAI_<NAME> and the [scheduler] TOML section set them."""
+
+    toml_section: ClassVar[str] = "scheduler"
+
+    port: int = Field(50050, description="Port to bind.")
+    ram_budget_bytes: int = Field(0, ge=0, description="RAM for models; 0 means ram_fraction of total RAM.")
+    ram_fraction: float = Field(0.8, gt=0, le=1, description="Share of total RAM models may take.")
+    vram_fraction: float = Field(0.9, gt=0, le=1, description="Share of GPU memory models may take.")
+    use_gpu: bool = Field(True, description="Place models on the GPU when NVML finds one.")
+    max_gpu_leases: int = Field(1, ge=1, description="Leases active on the GPU at once.")
+    max_cpu_leases: int = Field(1, ge=1, description="Leases active on the CPU at once.")
+    max_queue_per_level: int = Field(256, ge=1, description="Waiters per priority level before 429.")

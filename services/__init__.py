@@ -1,0 +1,1 @@
+"""The modality services: one gRPC process per modality, each owning its models."""

@@ -1,0 +1,1 @@
+"""The chat service: text generation with llama.cpp GGUF models."""

@@ -1,0 +1,1 @@
+"""Chat engines behind one small interface; backends never import grpc."""

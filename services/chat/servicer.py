@@ -1,0 +1,119 @@
+"""ChatService and ModelControlService for the chat models: the only place this service touches protobuf."""
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from threading import Event
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message as Message_pb
+
+from multai.chat.v1 import chat_pb2, chat_pb2_grpc
+from multai.common.v1 import common_pb2
+from multai.errors import InvalidRequestError
+from multai.model_host import ModelHost
+from multai.registry import ModelManifest
+from services.chat.backends.base import (
+    ChatBackend,
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    GenerationParams,
+    Message,
+    TextDelta,
+)
+
+FINISH_TO_PB = {
+    FinishReason.STOP: chat_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: chat_pb2.FINISH_REASON_LENGTH,
+}
+CHAT_ROLES = {"system", "developer", "user", "assistant"}
+
+
+def _optional(message: Message_pb, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def params_from_pb(sampling: chat_pb2.SamplingParams, engine: chat_pb2.EngineOptions) -> GenerationParams:
+    """Sampling and engine options as the backend takes them; unset fields stay None."""
+
+    return GenerationParams(
+        temperature=_optional(sampling, "temperature"),
+        top_p=_optional(sampling, "top_p"),
+        max_tokens=_optional(sampling, "max_tokens"),
+        stop=list(sampling.stop),
+        seed=_optional(sampling, "seed"),
+        presence_penalty=_optional(sampling, "presence_penalty"),
+        frequency_penalty=_optional(sampling, "frequency_penalty"),
+        top_k=_optional(sampling, "top_k"),
+        repeat_penalty=_optional(sampling, "repeat_penalty"),
+        n_threads=_optional(engine, "n_threads"),
+    )
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    """Streams generations from the chat models, each under a scheduler lease."""
+
+    def __init__(self, host: ModelHost[ChatBackend]) -> None:
+        self._host = host
+
+    async def CreateChatCompletion(
+        self, request: chat_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.CreateChatCompletionResponse]:
+        manifest = self._host.registry.resolve(request.model)
+        if not request.messages:
+            raise InvalidRequestError("messages must hold at least one message", param="messages")
+        for index, m in enumerate(request.messages):
+            if m.role not in CHAT_ROLES:
+                raise InvalidRequestError(
+                    f"messages[{index}].role must be one of {sorted(CHAT_ROLES)}",
+                    param=f"messages[{index}].role",
+                )
+        messages = [Message(m.role, m.content, m.name) for m in request.messages]
+        params = params_from_pb(request.sampling, request.engine)
+        async for event in self._generate(
+            manifest,
+            request.priority,
+            request.request_id,
+            lambda backend: lambda cancel: backend.stream_chat(messages, params, cancel),
+        ):
+            yield chat_pb2.CreateChatCompletionResponse(model=manifest.id, **_event_fields(event))
+
+    async def CreateCompletion(
+        self, request: chat_pb2.CreateCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.CreateCompletionResponse]:
+        manifest = self._host.registry.resolve(request.model)
+        params = params_from_pb(request.sampling, request.engine)
+        prompt = request.prompt
+        async for event in self._generate(
+            manifest,
+            request.priority,
+            request.request_id,
+            lambda backend: lambda cancel: backend.stream_completion(prompt, params, cancel),
+        ):
+            yield chat_pb2.CreateCompletionResponse(model=manifest.id, **_event_fields(event))
+
+    async def _generate(
+        self,
+        manifest: ModelManifest,
+        priority: common_pb2.Priority.ValueType,
+        request_id: str,
+        producer: Callable[[ChatBackend], Callable[[Event], Iterator[GenerationEvent]]],
+    ) -> AsyncIterator[GenerationEvent]:
+        async with self._host.leased(manifest, priority, request_id or uuid.uuid4().hex) as backend:
+            async for event in self._host.stream(producer(backend)):
+                yield event
+
+
+def _event_fields(event: GenerationEvent) -> dict[str, object]:
+    if isinstance(event, TextDelta):
+        return {"delta": event.text}
+    assert isinstance(event, Finished)
+    return {
+        "finish_reason": FINISH_TO_PB[event.reason],
+        "usage": common_pb2.Usage(
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            total_tokens=event.prompt_tokens + event.completion_tokens,
+        ),
+    }
