@@ -27,7 +27,9 @@ class ServeSettings(MultaiSettings):
 
     toml_section: ClassVar[str] = "serve"
 
-    host: str = Field("127.0.0.1", description="Address the REST API binds; the gRPC mesh stays on 127.0.0.1.")
+    host: str = Field(
+        "127.0.0.1", description="Address the REST API binds; the gRPC mesh stays on 127.0.0.1."
+    )
     port: int = Field(8080, description="REST API port (OpenAI base_url http://HOST:PORT/v1).")
     scheduler_port: int = Field(50050, description="Scheduler gRPC port.")
     chat_port: int = Field(50051, description="Chat service gRPC port.")
@@ -49,14 +51,25 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
         ),
         Child(
             "chat",
-            python_module("services.chat", "--port", str(settings.chat_port), "--scheduler-address", scheduler,
-                          *common),
+            python_module(
+                "services.chat", "--port", str(settings.chat_port), "--scheduler-address", scheduler, *common
+            ),
             lambda: grpc_serving(chat),
         ),
         Child(
             "rest_bridge",
-            python_module("rest_bridge", "--host", settings.host, "--port", str(settings.port),
-                          "--chat-address", chat, "--scheduler-address", scheduler, *common),
+            python_module(
+                "rest_bridge",
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.port),
+                "--chat-address",
+                chat,
+                "--scheduler-address",
+                scheduler,
+                *common,
+            ),
             lambda: http_ok(f"http://127.0.0.1:{settings.port}/healthz"),
         ),
     ]
@@ -70,7 +83,9 @@ async def serve(settings: ServeSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    supervisor = Supervisor(mesh_children(settings), settings.ready_timeout_seconds, settings.stop_grace_seconds)
+    supervisor = Supervisor(
+        mesh_children(settings), settings.ready_timeout_seconds, settings.stop_grace_seconds
+    )
     log.info("REST API on http://%s:%d/v1", settings.host, settings.port)
     await supervisor.run(stop)
 
@@ -101,7 +116,8 @@ def format_status(status: scheduler_pb2.GetStatusResponse) -> str:
     ]
     lines += ["", "DEVICE                  USED        BUDGET      LEASES"]
     lines += [
-        f"{d.name:<23} {_mb(d.used_bytes):<11} {_mb(d.budget_bytes):<11} {d.active_leases}" for d in status.devices
+        f"{d.name:<23} {_mb(d.used_bytes):<11} {_mb(d.budget_bytes):<11} {d.active_leases}"
+        for d in status.devices
     ]
     lines += ["", f"grants {status.total_grants}, evictions {status.total_evictions}"]
     return "\n".join(lines)
@@ -115,10 +131,14 @@ async def fetch_status(address: str) -> scheduler_pb2.GetStatusResponse:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="multai", description="Self-hosted OpenAI-compatible inference mesh.")
+    parser = argparse.ArgumentParser(
+        prog="multai", description="Self-hosted OpenAI-compatible inference mesh."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "serve", add_help=False, help="start scheduler, services and REST bridge (multai serve --help for options)"
+        "serve",
+        add_help=False,
+        help="start scheduler, services and REST bridge (multai serve --help for options)",
     )
     status = commands.add_parser("status", help="queue, leases, resident models and memory of the scheduler")
     status.add_argument("--scheduler-address", help="host:port of the scheduler (default: settings)")
@@ -157,8 +177,10 @@ def main(argv: list[str] | None = None) -> None:
         print("MODEL                         MODALITY  BACKEND           SIZE       ALIASES")
         for m in registry.models():
             label = " (fixture)" if m.fixture else ""
-            print(f"{m.id:<29} {m.modality:<9} {m.backend:<17} {_mb(m.size_bytes):<10} "
-                  f"{', '.join(m.aliases)}{label}")
+            print(
+                f"{m.id:<29} {m.modality:<9} {m.backend:<17} {_mb(m.size_bytes):<10} "
+                f"{', '.join(m.aliases)}{label}"
+            )
     else:
         for folder in install_bundled(settings_common.models_dir, args.names or None):
             print(f"installed {folder.name} in {folder}")

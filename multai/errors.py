@@ -1,6 +1,7 @@
 """Typed domain errors raised by servicers and turned into gRPC status by one interceptor.
 
-The error code and parameter travel as trailing metadata so that the REST bridge can build OpenAI's error JSON.
+The error code and parameter travel as trailing metadata, from which the REST bridge builds OpenAI's
+error JSON.
 """
 
 import grpc

@@ -5,6 +5,7 @@ for a lease, loads the model where the lease says (once), and yields the backend
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -147,10 +148,9 @@ class ModelHost(Generic[BackendT]):
         cancel = threading.Event()
 
         def deliver(done: bool, payload: ItemT | BaseException | None) -> None:
-            try:
+            # RuntimeError: the loop closed during shutdown, and nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, (done, payload))
-            except RuntimeError:
-                pass  # the loop closed during shutdown; nobody is waiting any more
 
         def pump() -> None:
             try:

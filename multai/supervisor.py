@@ -28,7 +28,9 @@ async def grpc_serving(address: str) -> bool:
     """True when the gRPC health service at address says SERVING."""
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
         except grpc.aio.AioRpcError:
             return False
     return response.status == health_pb2.HealthCheckResponse.SERVING
@@ -114,7 +116,9 @@ class Supervisor:
             ran_for = time.monotonic() - child.started_at
             child.crash_streak = 0 if ran_for > self._stable_after else child.crash_streak + 1
             delay = min(self._max_backoff, 0.5 * 2 ** max(0, child.crash_streak - 1))
-            log.warning("%s exited with code %s after %.1fs; restarting in %.1fs", child.name, code, ran_for, delay)
+            log.warning(
+                "%s exited with code %s after %.1fs; restarting in %.1fs", child.name, code, ran_for, delay
+            )
             await asyncio.sleep(delay)
             child.restarts += 1
             await self._start(child)

@@ -15,7 +15,10 @@ def main() -> None:
     configure_logging(settings.log_level)
     # uvicorn handles SIGTERM and SIGINT itself: it stops accepting, finishes responses, then exits.
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
     )
 

@@ -64,7 +64,9 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     @app.middleware("http")
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        request.state.request_id = incoming if CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request.state.request_id = (
+            incoming if CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        )
         response = await call_next(request)
         response.headers[REQUEST_ID_HEADER] = request.state.request_id
         return response

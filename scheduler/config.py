@@ -8,7 +8,7 @@ from multai.settings import GrpcServiceSettings
 
 
 class SchedulerSettings(GrpcServiceSettings):
-    """`python -m scheduler --help` lists these; env MULTAI_<NAME> and the [scheduler] TOML section set them."""
+    """Settings of the scheduler (env MULTAI_<NAME>, TOML section [scheduler], or the flags below)."""
 
     toml_section: ClassVar[str] = "scheduler"
 

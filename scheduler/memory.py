@@ -36,7 +36,9 @@ class MemoryProbe(Protocol):
 class SystemMemoryProbe:
     """RAM from psutil and the first NVIDIA GPU from NVML; no NVML or no GPU means no GPU device."""
 
-    def __init__(self, ram_budget_bytes: int, ram_fraction: float, vram_fraction: float, use_gpu: bool) -> None:
+    def __init__(
+        self, ram_budget_bytes: int, ram_fraction: float, vram_fraction: float, use_gpu: bool
+    ) -> None:
         self._ram_budget_bytes = ram_budget_bytes
         self._ram_fraction = ram_fraction
         self._vram_fraction = vram_fraction

@@ -38,10 +38,14 @@ class SamplingFields(OpenAIModel):
     top_p: float | None = Field(None, ge=0, le=1)
     user: str | None = None
     top_k: int | None = Field(None, ge=0, description="llama.cpp: sample among the k most likely tokens.")
-    repeat_penalty: float | None = Field(None, gt=0, description="llama.cpp: multiplicative repetition penalty.")
+    repeat_penalty: float | None = Field(
+        None, gt=0, description="llama.cpp: multiplicative repetition penalty."
+    )
     n_threads: int | None = Field(None, ge=1, le=256, description="llama.cpp: CPU threads for this request.")
     n_gpu_layers: int | None = Field(None, ge=-1, description="llama.cpp: layers to offload when on the GPU.")
-    priority: int | None = Field(None, ge=0, le=2, description="Queue level: 0 urgent, 1 normal, 2 background.")
+    priority: int | None = Field(
+        None, ge=0, le=2, description="Queue level: 0 urgent, 1 normal, 2 background."
+    )
 
     def stop_list(self) -> list[str]:
         """`stop` as a list."""

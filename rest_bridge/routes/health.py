@@ -27,5 +27,6 @@ async def readyz(request: Request) -> JSONResponse:
         except grpc.aio.AioRpcError as exc:
             states[name] = exc.code().name
     ready = all(state == "SERVING" for state in states.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "services": states},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "services": states}, status_code=200 if ready else 503
+    )

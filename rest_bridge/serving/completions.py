@@ -54,7 +54,9 @@ class CompletionServing:
         )
         return await GenerationStream.open(call)
 
-    async def complete(self, request: CompletionRequest, stream: GenerationStream, completion_id: str) -> Completion:
+    async def complete(
+        self, request: CompletionRequest, stream: GenerationStream, completion_id: str
+    ) -> Completion:
         """The whole response."""
         text, last = await stream.collect()
         if request.echo:
@@ -88,7 +90,9 @@ class CompletionServing:
                 yield chunk("", piece.finish_reason)
                 if include_usage:
                     yield sse_event(
-                        Completion(id=completion_id, created=created, model=model, choices=[], usage=piece.usage)
+                        Completion(
+                            id=completion_id, created=created, model=model, choices=[], usage=piece.usage
+                        )
                     )
 
 

@@ -73,8 +73,9 @@ def _piece(message: Any) -> Piece:
         usage = Usage(
             prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
         )
-    return Piece(message.model, message.delta, FINISH_REASONS.get(message.finish_reason) if finished else None,
-                 usage)
+    return Piece(
+        message.model, message.delta, FINISH_REASONS.get(message.finish_reason) if finished else None, usage
+    )
 
 
 class GenerationStream:

@@ -34,7 +34,9 @@ class ModelsServing:
         cards = []
         for stub in self._stubs:
             try:
-                response = await stub.ListModels(model_control_pb2.ListModelsRequest(), timeout=LIST_TIMEOUT_SECONDS)
+                response = await stub.ListModels(
+                    model_control_pb2.ListModelsRequest(), timeout=LIST_TIMEOUT_SECONDS
+                )
             except grpc.aio.AioRpcError as exc:
                 raise from_rpc_error(exc) from exc
             cards.extend(model_card(info) for info in response.models)

@@ -1,0 +1,80 @@
+"""Starting a real mesh (`multai serve` in a subprocess) for end-to-end tests."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Fits one of the two default chat models but not both, so alternating requests must swap them.
+SWAP_RAM_BUDGET_BYTES = 400_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Mesh:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    scheduler_address: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"multai serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url.removesuffix('/v1')}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"mesh not ready in {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def start_mesh(models_dir: Path, log_path: Path) -> Mesh:
+    port, scheduler_port, chat_port = free_port(), free_port(), free_port()
+    env = dict(os.environ, MULTAI_RAM_BUDGET_BYTES=str(SWAP_RAM_BUDGET_BYTES), MULTAI_N_THREADS="2")
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "multai.cli",
+            "serve",
+            "--models-dir",
+            str(models_dir),
+            "--port",
+            str(port),
+            "--scheduler-port",
+            str(scheduler_port),
+            "--chat-port",
+            str(chat_port),
+            "--no-install-models",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    mesh = Mesh(process, f"http://127.0.0.1:{port}/v1", f"127.0.0.1:{scheduler_port}", log_path)
+    mesh.wait_ready()
+    return mesh
