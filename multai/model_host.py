@@ -96,25 +96,37 @@ class ModelHost(Generic[BackendT]):
 
     @asynccontextmanager
     async def leased(
-        self, manifest: ModelManifest, priority: common_pb2.Priority.ValueType, request_id: str
+        self,
+        manifest: ModelManifest,
+        priority: common_pb2.Priority.ValueType,
+        request_id: str,
+        max_gpu_layers: int | None = None,
     ) -> AsyncIterator[BackendT]:
-        """Holds a lease and the model's lock, with the model loaded where the lease says."""
+        """Holds a lease and the model's lock, with the model loaded where the lease says.
+
+        max_gpu_layers caps the offload when this request is the one that loads the model on the GPU.
+        """
         async with self.scheduler.lease(request_id, manifest.id, priority, self._lease_wait_seconds) as grant:
             slot = self._slots[manifest.id]
             async with slot.lock:
-                await self._ensure_loaded(manifest.id, slot, grant)
+                await self._ensure_loaded(manifest.id, slot, grant, max_gpu_layers)
                 yield slot.backend
 
-    async def _ensure_loaded(self, model: str, slot: _Slot[BackendT], grant: Grant) -> None:
+    async def _ensure_loaded(
+        self, model: str, slot: _Slot[BackendT], grant: Grant, max_gpu_layers: int | None
+    ) -> None:
         if slot.device == grant.device:
             return
         if slot.device != common_pb2.DEVICE_UNSPECIFIED:
             await self._run(slot.backend.unload)
             slot.device = common_pb2.DEVICE_UNSPECIFIED
         use_gpu = grant.device == common_pb2.DEVICE_GPU
-        log.info("loading %s on %s", model, "GPU" if use_gpu else "CPU")
+        gpu_layers = grant.gpu_layers
+        if max_gpu_layers is not None and max_gpu_layers >= 0:
+            gpu_layers = max_gpu_layers if gpu_layers < 0 else min(gpu_layers, max_gpu_layers)
+        log.info("loading %s on %s", model, f"GPU ({gpu_layers} layers)" if use_gpu else "CPU")
         try:
-            slot.measured_bytes = await self._run(slot.backend.load, use_gpu, grant.gpu_layers)
+            slot.measured_bytes = await self._run(slot.backend.load, use_gpu, gpu_layers)
         except BaseException:
             self.scheduler.report_evicted(model)
             raise

@@ -1,8 +1,8 @@
 """Pydantic models of /v1/chat/completions, fields in the order of OpenAI's reference."""
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from rest_bridge.protocol.common import OpenAIModel, SamplingFields, Usage
 
@@ -36,6 +36,26 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessageParam] = Field(min_length=1)
     model: str = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Replaces max_tokens in newer clients.")
+    # Declared so that they are refused rather than silently ignored until the engine supports them.
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> "ChatCompletionRequest":
+        unsupported = {
+            "logit_bias": bool(self.logit_bias),
+            "logprobs": bool(self.logprobs),
+            "response_format": self.response_format not in (None, {"type": "text"}),
+            "tools": bool(self.tools),
+            "tool_choice": self.tool_choice not in (None, "none"),
+        }
+        for name, used in unsupported.items():
+            if used:
+                raise ValueError(f"'{name}' is not supported yet")
+        return self
 
     @field_validator("stop")
     @classmethod

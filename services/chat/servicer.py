@@ -75,6 +75,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             manifest,
             request.priority,
             request.request_id,
+            request.engine,
             lambda backend: lambda cancel: backend.stream_chat(messages, params, cancel),
         ):
             yield chat_pb2.CreateChatCompletionResponse(model=manifest.id, **_event_fields(event))
@@ -89,6 +90,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             manifest,
             request.priority,
             request.request_id,
+            request.engine,
             lambda backend: lambda cancel: backend.stream_completion(prompt, params, cancel),
         ):
             yield chat_pb2.CreateCompletionResponse(model=manifest.id, **_event_fields(event))
@@ -98,9 +100,13 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         manifest: ModelManifest,
         priority: common_pb2.Priority.ValueType,
         request_id: str,
+        engine: chat_pb2.EngineOptions,
         producer: Callable[[ChatBackend], Callable[[Event], Iterator[GenerationEvent]]],
     ) -> AsyncIterator[GenerationEvent]:
-        async with self._host.leased(manifest, priority, request_id or uuid.uuid4().hex) as backend:
+        max_gpu_layers = engine.n_gpu_layers if engine.HasField("n_gpu_layers") else None
+        async with self._host.leased(
+            manifest, priority, request_id or uuid.uuid4().hex, max_gpu_layers
+        ) as backend:
             async for event in self._host.stream(producer(backend)):
                 yield event
 

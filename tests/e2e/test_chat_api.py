@@ -148,3 +148,55 @@ def test_priority_header_and_body_are_validated(client: openai.OpenAI) -> None:
             model="gpt-4", messages=QUESTION, extra_headers={"X-MultAI-Priority": "urgent"}
         )
     assert caught.value.body["param"] == "priority"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"response_format": {"type": "json_object"}},
+        {"logprobs": True},
+        {"n": 2},
+    ],
+)
+def test_unsupported_features_are_refused_not_ignored(mesh: Mesh, extra: dict) -> None:
+    body = {"model": "gpt-4", "messages": QUESTION, **extra}
+    response = httpx.post(f"{mesh.base_url}/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_sampling_parameters_reach_the_engine(client: openai.OpenAI) -> None:
+    story = [{"role": "user", "content": "Tell me a story about a cat."}]
+    limited = client.chat.completions.create(model="gpt-4", messages=story, max_completion_tokens=3)
+    assert limited.choices[0].finish_reason == "length"
+    assert limited.usage.completion_tokens == 3
+
+    seeded = [
+        client.chat.completions.create(
+            model="gpt-4",
+            messages=story,
+            temperature=1.2,
+            seed=42,
+            max_tokens=20,
+            extra_body={"top_k": 50, "repeat_penalty": 1.1, "n_threads": 1, "n_gpu_layers": 0},
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
+    assert seeded[0] == seeded[1]
+    other_seed = (
+        client.chat.completions.create(model="gpt-4", messages=story, temperature=1.2, seed=7, max_tokens=20)
+        .choices[0]
+        .message.content
+    )
+    assert other_seed != seeded[0]
+
+    greedy = client.chat.completions.create(model="gpt-4", messages=QUESTION, temperature=0)
+    first_word = greedy.choices[0].message.content.split()[1]
+    stopped = client.chat.completions.create(
+        model="gpt-4", messages=QUESTION, temperature=0, stop=[first_word]
+    )
+    assert first_word not in stopped.choices[0].message.content
+    assert greedy.choices[0].message.content.startswith(stopped.choices[0].message.content)
