@@ -45,12 +45,10 @@ class ChatServing:
         self, request: ChatCompletionRequest, priority: common_pb2.Priority.ValueType, request_id: str
     ) -> GenerationStream:
         """Starts the generation; errors before the first token raise OpenAIError."""
-        call = self._stub.CreateChatCompletion(
-            chat_request_to_pb(request, priority, request_id),
-            timeout=self._timeout,
-            metadata=(("x-request-id", request_id),),
+        message = chat_request_to_pb(request, priority, request_id)
+        return await GenerationStream.open(
+            self._stub.CreateChatCompletion, message, self._timeout, request_id
         )
-        return await GenerationStream.open(call)
 
     async def complete(self, stream: GenerationStream, completion_id: str) -> ChatCompletion:
         """The whole response."""

@@ -47,12 +47,8 @@ class CompletionServing:
         self, request: CompletionRequest, priority: common_pb2.Priority.ValueType, request_id: str
     ) -> GenerationStream:
         """Starts the generation; errors before the first token raise OpenAIError."""
-        call = self._stub.CreateCompletion(
-            completion_request_to_pb(request, priority, request_id),
-            timeout=self._timeout,
-            metadata=(("x-request-id", request_id),),
-        )
-        return await GenerationStream.open(call)
+        message = completion_request_to_pb(request, priority, request_id)
+        return await GenerationStream.open(self._stub.CreateCompletion, message, self._timeout, request_id)
 
     async def complete(
         self, request: CompletionRequest, stream: GenerationStream, completion_id: str

@@ -90,8 +90,11 @@ class GenerationStream:
         self.first = first
 
     @classmethod
-    async def open(cls, call: grpc.aio.UnaryStreamCall) -> "GenerationStream":
-        """Starts reading; raises OpenAIError when the call fails before its first message."""
+    async def open(
+        cls, rpc: grpc.aio.UnaryStreamMultiCallable, message: Any, timeout: float, request_id: str
+    ) -> "GenerationStream":
+        """Starts the RPC with deadline and request id; raises OpenAIError if it fails before any output."""
+        call = rpc(message, timeout=timeout, metadata=(("x-request-id", request_id),))
         try:
             message = await call.read()
         except grpc.aio.AioRpcError as exc:
