@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -125,13 +126,15 @@ class ModelHost(Generic[BackendT]):
         if max_gpu_layers is not None and max_gpu_layers >= 0:
             gpu_layers = max_gpu_layers if gpu_layers < 0 else min(gpu_layers, max_gpu_layers)
         log.info("loading %s on %s", model, f"GPU ({gpu_layers} layers)" if use_gpu else "CPU")
+        started = time.monotonic()
         try:
             slot.measured_bytes = await self._run(slot.backend.load, use_gpu, gpu_layers)
         except BaseException:
             self.scheduler.report_evicted(model)
             raise
         slot.device = grant.device
-        self.scheduler.report_resident(ResidentReport(model, grant.device, slot.measured_bytes))
+        load_seconds = time.monotonic() - started
+        self.scheduler.report_resident(ResidentReport(model, grant.device, slot.measured_bytes, load_seconds))
 
     async def unload(self, model: str) -> bool:
         """Frees a model's memory; True when it was loaded."""

@@ -21,6 +21,7 @@ from multai.scheduler.v1 import scheduler_pb2_grpc
 log = logging.getLogger(__name__)
 
 RECONNECT_DELAY_SECONDS = 0.5
+MIN_RENEW_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Grant:
     fencing_token: int
     device: common_pb2.Device.ValueType
     gpu_layers: int
+    ttl_seconds: float
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ResidentReport:
     model: str
     device: common_pb2.Device.ValueType
     measured_bytes: int
+    load_seconds: float = 0.0
 
 
 class SchedulerClient:
@@ -85,7 +88,10 @@ class SchedulerClient:
         self._send(
             pb.RegisterRequest(
                 resident=pb.ModelResident(
-                    model=report.model, device=report.device, measured_bytes=report.measured_bytes
+                    model=report.model,
+                    device=report.device,
+                    measured_bytes=report.measured_bytes,
+                    load_seconds=report.load_seconds,
                 )
             )
         )
@@ -148,7 +154,12 @@ class SchedulerClient:
     async def lease(
         self, request_id: str, model: str, priority: common_pb2.Priority.ValueType, wait_timeout: float
     ) -> AsyncIterator[Grant]:
-        """Waits in the scheduler's queue, then holds a lease for the body of the `async with`."""
+        """Waits in the scheduler's queue, then holds a lease for the body of the `async with`.
+
+        The lease is renewed in the background. If it is lost without being released (it expired, the
+        scheduler restarted, or revoked it), the body is cancelled and ServiceUnavailableError raised: the
+        device may already belong to someone else.
+        """
         try:
             await asyncio.wait_for(self._registered.wait(), wait_timeout)
         except TimeoutError as exc:
@@ -156,19 +167,28 @@ class SchedulerClient:
         claim = pb.LeaseClaim(
             service_id=self._service_id or "", request_id=request_id, model=model, priority=priority
         )
-        release = asyncio.Event()
+        outgoing: asyncio.Queue[pb.AcquireRequest | None] = asyncio.Queue()
+        outgoing.put_nowait(pb.AcquireRequest(claim=claim))
 
         async def requests() -> AsyncIterator[pb.AcquireRequest]:
-            yield pb.AcquireRequest(claim=claim)
-            await release.wait()
+            while (message := await outgoing.get()) is not None:
+                yield message
 
         call = self._stub.Acquire(requests())
         try:
             grant = await asyncio.wait_for(self._first_grant(call), wait_timeout)
-            yield grant
-        finally:
-            release.set()
+        except BaseException:
             call.cancel()
+            raise
+        holder = _LeaseKeeper(call, outgoing, grant.ttl_seconds)
+        try:
+            yield grant
+        except asyncio.CancelledError:
+            if holder.lost.is_set() and holder.owner.uncancel() == 0:
+                raise ServiceUnavailableError(f"lease for {model} lost ({holder.reason}); retry") from None
+            raise
+        finally:
+            holder.release()
 
     async def _first_grant(self, call: grpc.aio.StreamStreamCall) -> Grant:
         try:
@@ -178,9 +198,63 @@ class SchedulerClient:
                     # A token below the floor was granted by a scheduler instance that has since restarted.
                     if granted.fencing_token < self._fencing_floor:
                         raise ServiceUnavailableError("stale lease from a restarted scheduler; retry")
-                    return Grant(granted.lease_id, granted.fencing_token, granted.device, granted.gpu_layers)
+                    return Grant(
+                        granted.lease_id,
+                        granted.fencing_token,
+                        granted.device,
+                        granted.gpu_layers,
+                        granted.ttl_seconds,
+                    )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise ResourceExhaustedError(exc.details() or "no capacity") from exc
             raise ServiceUnavailableError(f"scheduler: {exc.details()}") from exc
         raise ServiceUnavailableError("the scheduler ended the lease stream before granting")
+
+
+class _LeaseKeeper:
+    """Renews a held lease at a third of its TTL and cancels its owner task if the lease is lost."""
+
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall, outgoing: asyncio.Queue[pb.AcquireRequest | None], ttl: float
+    ) -> None:
+        owner = asyncio.current_task()
+        if owner is None:
+            raise RuntimeError("a lease must be held inside an asyncio task")
+        self.owner = owner
+        self.lost = asyncio.Event()
+        self.reason = ""
+        self._call = call
+        self._outgoing = outgoing
+        self._renew_every = max(ttl / 3, MIN_RENEW_SECONDS)
+        self._releasing = False
+        self._task = asyncio.create_task(self._keep())
+
+    async def _keep(self) -> None:
+        ended = asyncio.create_task(self._read_until_end())
+        try:
+            while not ended.done():
+                await asyncio.wait({ended}, timeout=self._renew_every)
+                if not ended.done():
+                    self._outgoing.put_nowait(pb.AcquireRequest(renew=pb.RenewLease()))
+        finally:
+            ended.cancel()
+        if not self._releasing:
+            self.lost.set()
+            self.owner.cancel()
+
+    async def _read_until_end(self) -> None:
+        try:
+            async for _ in self._call:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            self.reason = exc.details() or exc.code().name
+        else:
+            self.reason = "the scheduler closed the lease"
+
+    def release(self) -> None:
+        """Sends the release, closes the stream and stops renewing."""
+        self._releasing = True
+        self._outgoing.put_nowait(pb.AcquireRequest(release=pb.ReleaseLease()))
+        self._outgoing.put_nowait(None)
+        self._task.cancel()

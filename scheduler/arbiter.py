@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from multai.errors import InvalidRequestError, ResourceExhaustedError, ServiceUnavailableError
-from scheduler.memory import DeviceKind, Evict, MemoryPlanner, Place, Refuse, ResidentModel, Wait
+from scheduler.memory import DeviceKind, Evict, Footprint, MemoryPlanner, Place, Refuse, ResidentModel, Wait
+from scheduler.metrics import SchedulerMetrics
 from scheduler.queue import LeaseQueue, Level, QueueFullError, Waiter
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,14 @@ class RegisteredService:
     service_id: str
     name: str
     pid: int
-    footprints: dict[str, int]
+    footprints: dict[str, Footprint]
     # Unload commands for the Register stream to send, in order.
     unload_commands: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
 
 @dataclass
 class Lease:
-    """A granted lease; it ends when its Acquire stream closes or its service goes away."""
+    """A granted lease; it ends on release, when its stream closes, at its deadline, or with its service."""
 
     lease_id: str
     fencing_token: int
@@ -42,17 +43,37 @@ class Lease:
     device: DeviceKind
     gpu_layers: int
     granted_at: float
+    expires_at: float
+    # Renewals never extend a lease past this.
+    hard_deadline: float
     revoked: asyncio.Event = field(default_factory=asyncio.Event)
+    revoke_reason: str = ""
+    expiry_timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How long leases last."""
+
+    ttl_seconds: float = 30.0
+    max_seconds: float = 900.0
 
 
 class LeaseArbiter:
     """Grants leases in queue order as memory and device slots allow."""
 
     def __init__(
-        self, planner: MemoryPlanner, queue: LeaseQueue, clock: Callable[[], float] = time.monotonic
+        self,
+        planner: MemoryPlanner,
+        queue: LeaseQueue,
+        terms: LeaseTerms = LeaseTerms(),
+        metrics: SchedulerMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.planner = planner
         self.queue = queue
+        self.terms = terms
+        self.metrics = metrics or SchedulerMetrics()
         self._clock = clock
         self.services: dict[str, RegisteredService] = {}
         self.resident: dict[str, ResidentModel] = {}
@@ -63,17 +84,30 @@ class LeaseArbiter:
         self._fencing = itertools.count(self.fencing_floor)
         self.total_grants = 0
         self.total_evictions = 0
+        for device in planner.devices:
+            self.metrics.memory_budget.labels(device.kind.value).set(device.budget_bytes)
 
     # Services
 
     def register(
-        self, name: str, pid: int, footprints: dict[str, int], resident: dict[str, tuple[DeviceKind, int]]
+        self,
+        name: str,
+        pid: int,
+        footprints: dict[str, Footprint],
+        resident: dict[str, tuple[DeviceKind, int]],
     ) -> RegisteredService:
         """Adds a service with its models and those it already has loaded."""
         service = RegisteredService(uuid.uuid4().hex[:12], name, pid, footprints)
         self.services[service.service_id] = service
         for model, (device, size) in resident.items():
-            self.resident[model] = ResidentModel(model, service.service_id, device, size, self._clock())
+            self.resident[model] = ResidentModel(
+                model,
+                service.service_id,
+                device,
+                size or footprints[model].size_bytes,
+                self._clock(),
+                loaded=True,
+            )
         log.info("service %s (pid %d) registered %d models", name, pid, len(footprints))
         self._dispatch()
         return service
@@ -86,8 +120,7 @@ class LeaseArbiter:
         for model in [m for m, r in self.resident.items() if r.service_id == service_id]:
             del self.resident[model]
         for lease in [lease for lease in self.leases.values() if lease.service_id == service_id]:
-            self._end_lease(lease)
-            lease.revoked.set()
+            self._revoke(lease, f"service {service.name} went away")
         for waiter in [w for w in self._grants if w.service_id == service_id]:
             self._fail(waiter, ServiceUnavailableError(f"service {service.name} went away"))
         log.warning(
@@ -95,19 +128,31 @@ class LeaseArbiter:
         )
         self._dispatch()
 
-    def model_resident(self, service_id: str, model: str, device: DeviceKind, measured_bytes: int) -> None:
+    def model_resident(
+        self, service_id: str, model: str, device: DeviceKind, measured_bytes: int, load_seconds: float
+    ) -> None:
         """A service loaded a model; a measured size replaces the manifest's estimate."""
         entry = self.resident.get(model)
         if entry is None:
             entry = ResidentModel(model, service_id, device, measured_bytes, self._clock())
             self.resident[model] = entry
         entry.device = device
+        entry.loaded = True
+        if load_seconds > 0:
+            self.metrics.model_load.labels(model).observe(load_seconds)
         if measured_bytes > 0:
-            entry.size_bytes = measured_bytes
+            if entry.cpu_bytes:
+                # A split model keeps its GPU/RAM proportion.
+                share = entry.size_bytes / (entry.size_bytes + entry.cpu_bytes)
+                entry.size_bytes = int(measured_bytes * share)
+                entry.cpu_bytes = measured_bytes - entry.size_bytes
+            else:
+                entry.size_bytes = measured_bytes
             # Later placements of this model use what it really took, not the manifest's estimate.
             service = self.services.get(service_id)
             if service is not None and model in service.footprints:
-                service.footprints[model] = measured_bytes
+                old = service.footprints[model]
+                service.footprints[model] = Footprint(measured_bytes, old.n_layers)
         self._dispatch()
 
     def model_evicted(self, model: str) -> None:
@@ -129,6 +174,7 @@ class LeaseArbiter:
         try:
             self.queue.push(waiter)
         except QueueFullError as exc:
+            self.metrics.refusals.labels("queue_full").inc()
             raise ResourceExhaustedError(f"{exc}; retry later") from exc
         self._grants[waiter] = asyncio.get_running_loop().create_future()
         self._dispatch()
@@ -143,11 +189,23 @@ class LeaseArbiter:
         ordered = self.queue.ordered(self._warm_models())
         return ordered.index(waiter) if waiter in ordered else 0
 
+    def renew(self, lease: Lease) -> float:
+        """Extends a lease by the TTL, never past its hard deadline; returns the seconds left."""
+        if lease.lease_id not in self.leases:
+            raise InvalidRequestError(
+                f"lease {lease.lease_id} has ended ({lease.revoke_reason or 'released'})"
+            )
+        lease.expires_at = min(self._clock() + self.terms.ttl_seconds, lease.hard_deadline)
+        self._arm_expiry(lease)
+        return lease.expires_at - self._clock()
+
     def leave(self, waiter: Waiter, lease: Lease | None) -> None:
         """Ends a claim however it ends: cancelled while waiting, or released after a grant."""
         if self.queue.remove(waiter):
             log.info("request %s left the queue", waiter.request_id)
-        self._grants.pop(waiter, None)
+        future = self._grants.pop(waiter, None)
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not warn about a refusal nobody awaited
         if lease is not None and lease.lease_id in self.leases:
             self._end_lease(lease)
         self._dispatch()
@@ -163,45 +221,82 @@ class LeaseArbiter:
             service = self.services[waiter.service_id]
             decision = self.planner.decide(waiter.model, service.footprints[waiter.model], self.resident)
             match decision:
-                case Place(device=device, gpu_layers=gpu_layers):
-                    self._grant(waiter, device, gpu_layers)
+                case Place():
+                    self._grant(waiter, decision)
                 case Evict(models=models):
                     for model in models:
                         self._send_unload(model)
-                    return
+                    break
                 case Wait():
-                    return
+                    break
                 case Refuse(message=message):
+                    self.metrics.refusals.labels("too_large").inc()
                     self._fail(waiter, ResourceExhaustedError(message, param="model"))
+        self._refresh_gauges()
 
-    def _grant(self, waiter: Waiter, device: DeviceKind, gpu_layers: int) -> None:
+    def _grant(self, waiter: Waiter, place: Place) -> None:
         self.queue.remove(waiter)
         now = self._clock()
         entry = self.resident.get(waiter.model)
         if entry is None:
-            size = self.services[waiter.service_id].footprints[waiter.model]
-            entry = ResidentModel(waiter.model, waiter.service_id, device, size, now)
+            footprint = self.services[waiter.service_id].footprints[waiter.model]
+            entry = ResidentModel(
+                waiter.model,
+                waiter.service_id,
+                place.device,
+                footprint.size_bytes - place.cpu_bytes,
+                now,
+                gpu_layers=place.gpu_layers,
+                cpu_bytes=place.cpu_bytes,
+            )
             self.resident[waiter.model] = entry
         entry.active_leases += 1
         entry.last_used = now
         lease = Lease(
-            uuid.uuid4().hex[:12],
-            next(self._fencing),
-            waiter.request_id,
-            waiter.model,
-            waiter.service_id,
-            entry.device,
-            gpu_layers,
-            now,
+            lease_id=uuid.uuid4().hex[:12],
+            fencing_token=next(self._fencing),
+            request_id=waiter.request_id,
+            model=waiter.model,
+            service_id=waiter.service_id,
+            device=entry.device,
+            gpu_layers=entry.gpu_layers,
+            granted_at=now,
+            expires_at=now + min(self.terms.ttl_seconds, self.terms.max_seconds),
+            hard_deadline=now + self.terms.max_seconds,
         )
         self.leases[lease.lease_id] = lease
+        self._arm_expiry(lease)
         self.total_grants += 1
+        self.metrics.grants.labels(lease.device.value).inc()
+        self.metrics.queue_wait.labels(str(int(waiter.level))).observe(now - waiter.enqueued_at)
         future = self._grants.get(waiter)
         if future is not None and not future.done():
             future.set_result(lease)
 
+    def _arm_expiry(self, lease: Lease) -> None:
+        if lease.expiry_timer is not None:
+            lease.expiry_timer.cancel()
+        delay = max(0.0, lease.expires_at - self._clock())
+        lease.expiry_timer = asyncio.get_running_loop().call_later(delay, self._expire, lease.lease_id)
+
+    def _expire(self, lease_id: str) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return
+        log.warning("lease %s for %s expired without renewal; revoking it", lease_id, lease.model)
+        self.metrics.expirations.inc()
+        self._revoke(lease, "expired")
+        self._dispatch()
+
+    def _revoke(self, lease: Lease, reason: str) -> None:
+        lease.revoke_reason = reason
+        self._end_lease(lease)
+        lease.revoked.set()
+
     def _end_lease(self, lease: Lease) -> None:
         del self.leases[lease.lease_id]
+        if lease.expiry_timer is not None:
+            lease.expiry_timer.cancel()
         entry = self.resident.get(lease.model)
         if entry is not None:
             entry.active_leases = max(0, entry.active_leases - 1)
@@ -219,5 +314,14 @@ class LeaseArbiter:
             return
         entry.unloading = True
         self.total_evictions += 1
+        self.metrics.evictions.inc()
         log.info("asking service %s to unload %s to make room", entry.service_id, model)
         self.services[entry.service_id].unload_commands.put_nowait(model)
+
+    def _refresh_gauges(self) -> None:
+        for level in Level:
+            self.metrics.queue_length.labels(str(int(level))).set(self.queue.count(level))
+        for device in self.planner.devices:
+            kind = device.kind
+            self.metrics.memory_used.labels(kind.value).set(self.planner.used_bytes(kind, self.resident))
+            self.metrics.active_leases.labels(kind.value).set(self.planner.active_leases(kind, self.resident))

@@ -20,3 +20,7 @@ class SchedulerSettings(GrpcServiceSettings):
     max_gpu_leases: int = Field(1, ge=1, description="Leases active on the GPU at once.")
     max_cpu_leases: int = Field(1, ge=1, description="Leases active on the CPU at once.")
     max_queue_per_level: int = Field(256, ge=1, description="Waiters per priority level before 429.")
+    aging_seconds: float = Field(30.0, gt=0, description="A waiter rises one level after this long.")
+    lease_ttl_seconds: float = Field(30.0, gt=0, description="A lease expires unless renewed within this.")
+    max_lease_seconds: float = Field(900.0, gt=0, description="No renewal extends a lease beyond this.")
+    metrics_port: int = Field(0, ge=0, description="Port of the Prometheus /metrics endpoint; 0 disables it.")

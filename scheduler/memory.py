@@ -1,6 +1,7 @@
 """Device memory: what the host has (MemoryProbe) and where a model should go (MemoryPlanner)."""
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -27,46 +28,91 @@ class DeviceBudget:
     budget_bytes: int
 
 
-class MemoryProbe(Protocol):
-    """Reads the devices of the host; the real one uses psutil and pynvml, tests use fakes."""
+@dataclass(frozen=True)
+class GpuReading:
+    """One GPU as NVML reports it."""
 
-    def devices(self) -> list[DeviceBudget]: ...
+    name: str
+    total_bytes: int
+    free_bytes: int
 
 
-class SystemMemoryProbe:
-    """RAM from psutil and the first NVIDIA GPU from NVML; no NVML or no GPU means no GPU device."""
+class GpuReader(Protocol):
+    """Reads the GPUs; NvmlGpuReader is the real one, tests pass fakes (a 24 GB card, an 80 GB card)."""
 
-    def __init__(
-        self, ram_budget_bytes: int, ram_fraction: float, vram_fraction: float, use_gpu: bool
-    ) -> None:
-        self._ram_budget_bytes = ram_budget_bytes
-        self._ram_fraction = ram_fraction
-        self._vram_fraction = vram_fraction
-        self._use_gpu = use_gpu
+    def read(self) -> list[GpuReading]: ...
 
-    def devices(self) -> list[DeviceBudget]:
-        ram = self._ram_budget_bytes or int(psutil.virtual_memory().total * self._ram_fraction)
-        found = [DeviceBudget(DeviceKind.CPU, "cpu", ram)]
-        if self._use_gpu:
-            gpu = self._first_gpu()
-            if gpu is not None:
-                found.insert(0, gpu)
-        return found
 
-    def _first_gpu(self) -> DeviceBudget | None:
+class NvmlGpuReader:
+    """GPUs through pynvml; no driver or no library reads as no GPU."""
+
+    def __init__(self) -> None:
+        self._available = False
         try:
             import pynvml
 
             pynvml.nvmlInit()
-            if pynvml.nvmlDeviceGetCount() == 0:
-                return None
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            total = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-            name = pynvml.nvmlDeviceGetName(handle)
-        except Exception as exc:  # NVML raises its own error types when no driver is present.
+            self._available = True
+        except Exception as exc:  # pynvml raises its own NVMLError types, and ImportError without it.
             log.info("no GPU found through NVML (%s); placing models on the CPU", exc)
-            return None
-        return DeviceBudget(DeviceKind.GPU, f"cuda:0 {name}", int(total * self._vram_fraction))
+
+    def read(self) -> list[GpuReading]:
+        if not self._available:
+            return []
+        import pynvml
+
+        readings = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            readings.append(GpuReading(f"cuda:{index} {name}", int(memory.total), int(memory.free)))
+        return readings
+
+
+class MemoryProbe(Protocol):
+    """The devices' budgets (fixed at start) and their free memory now."""
+
+    def devices(self) -> list[DeviceBudget]: ...
+
+    def free_bytes(self, kind: DeviceKind) -> int: ...
+
+
+class SystemMemoryProbe:
+    """RAM from psutil and the first GPU from a GpuReader (the scheduler arbitrates one GPU per host)."""
+
+    def __init__(
+        self, gpu_reader: GpuReader, ram_budget_bytes: int, ram_fraction: float, vram_fraction: float
+    ) -> None:
+        self._gpu_reader = gpu_reader
+        self._ram_budget_bytes = ram_budget_bytes
+        self._ram_fraction = ram_fraction
+        self._vram_fraction = vram_fraction
+
+    def devices(self) -> list[DeviceBudget]:
+        ram = self._ram_budget_bytes or int(psutil.virtual_memory().total * self._ram_fraction)
+        found = [DeviceBudget(DeviceKind.CPU, "cpu", ram)]
+        gpus = self._gpu_reader.read()
+        if gpus:
+            gpu = gpus[0]
+            found.insert(
+                0, DeviceBudget(DeviceKind.GPU, gpu.name, int(gpu.total_bytes * self._vram_fraction))
+            )
+        return found
+
+    def free_bytes(self, kind: DeviceKind) -> int:
+        if kind is DeviceKind.CPU:
+            return int(psutil.virtual_memory().available)
+        gpus = self._gpu_reader.read()
+        return gpus[0].free_bytes if gpus else 0
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a model needs: its bytes, and its layers when it can be split between GPU and CPU."""
+
+    size_bytes: int
+    n_layers: int = 0
 
 
 @dataclass
@@ -80,14 +126,26 @@ class ResidentModel:
     last_used: float
     active_leases: int = 0
     unloading: bool = False
+    # False from the grant until the service reports the load: its memory is not yet visible to the probe.
+    loaded: bool = False
+    # For a model split between GPU and CPU: the layers on the GPU and the bytes left in RAM.
+    gpu_layers: int = -1
+    cpu_bytes: int = 0
+
+    def bytes_on(self, kind: DeviceKind) -> int:
+        """Memory this model takes on a device."""
+        if kind is self.device:
+            return self.size_bytes
+        return self.cpu_bytes if kind is DeviceKind.CPU else 0
 
 
 @dataclass(frozen=True)
 class Place:
-    """Grant on this device."""
+    """Grant on this device; a split model keeps cpu_bytes in RAM."""
 
     device: DeviceKind
     gpu_layers: int
+    cpu_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,44 +171,81 @@ Decision = Place | Evict | Wait | Refuse
 
 
 class MemoryPlanner:
-    """Decides where a model runs: resident device, else GPU, else GPU after LRU evictions, else CPU."""
+    """Decides where a model runs, in the order of DESIGN §3: resident device; GPU if it fits; GPU after
+    unloading idle models (least recently used first); a split GGUF with as many GPU layers as fit; CPU
+    (again after unloading idle models); otherwise refuse with the bytes missing."""
 
-    def __init__(self, devices: list[DeviceBudget], max_active_leases: Mapping[DeviceKind, int]) -> None:
-        self.devices = devices
+    def __init__(self, probe: MemoryProbe, max_active_leases: Mapping[DeviceKind, int]) -> None:
+        self.probe = probe
+        self.devices = probe.devices()
         self._max_active_leases = max_active_leases
 
+    def budget(self, kind: DeviceKind) -> int:
+        """The memory the scheduler may fill on a device; 0 for a device the host lacks."""
+        return next((d.budget_bytes for d in self.devices if d.kind is kind), 0)
+
     def used_bytes(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
-        """Memory taken on a device by resident models, counting those still unloading."""
-        return sum(r.size_bytes for r in resident.values() if r.device is kind)
+        """Memory taken on a device by resident models, counting those still loading or unloading."""
+        return sum(r.bytes_on(kind) for r in resident.values())
 
     def active_leases(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
         """Leases active on a device."""
         return sum(r.active_leases for r in resident.values() if r.device is kind)
 
-    def decide(self, model: str, size_bytes: int, resident: Mapping[str, ResidentModel]) -> Decision:
+    def free_bytes(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
+        """What a new model may take: the budget left, and no more than the device really has free
+        (other processes use memory too) minus the loads granted but not yet visible to the probe."""
+        budget_left = self.budget(kind) - self.used_bytes(kind, resident)
+        pending = sum(r.bytes_on(kind) for r in resident.values() if not r.loaded)
+        return min(budget_left, self.probe.free_bytes(kind) - pending)
+
+    def decide(self, model: str, footprint: Footprint, resident: Mapping[str, ResidentModel]) -> Decision:
         """One placement decision for the waiter at the head of the queue."""
         current = resident.get(model)
-        if current is not None and not current.unloading:
-            return self._when_free(current.device, Place(current.device, -1), resident)
         if current is not None:
-            return Wait()  # its unload is under way; load it again once that is done
+            if current.unloading:
+                return Wait()  # its unload is under way; it loads again once that is done
+            return self._when_free(
+                current.device, Place(current.device, current.gpu_layers, current.cpu_bytes), resident
+            )
+        size = footprint.size_bytes
         blocked_by_busy_models = False
-        for device in self.devices:
-            free = device.budget_bytes - self.used_bytes(device.kind, resident)
-            if size_bytes <= free:
-                return self._when_free(device.kind, Place(device.kind, -1), resident)
-            if size_bytes <= device.budget_bytes:
-                victims = self._lru_victims(device.kind, size_bytes - free, resident)
+        for kind in (DeviceKind.GPU, DeviceKind.CPU):
+            budget = self.budget(kind)
+            if budget == 0:
+                continue
+            free = self.free_bytes(kind, resident)
+            if size <= free:
+                return self._when_free(kind, Place(kind, -1), resident)
+            if size <= budget:
+                victims = self._lru_victims(kind, size - free, resident)
                 if victims is not None:
                     return Evict(victims) if victims else Wait()
                 blocked_by_busy_models = True
+            if kind is DeviceKind.GPU:
+                split = self._split(footprint, resident)
+                if split is not None:
+                    return self._when_free(kind, split, resident)
         if blocked_by_busy_models:
             return Wait()
         largest = max(d.budget_bytes for d in self.devices)
         return Refuse(
-            f"model '{model}' needs {size_bytes} bytes but the largest device budget is {largest} bytes "
-            f"({size_bytes - largest} bytes missing)"
+            f"model '{model}' needs {size} bytes but the largest device budget is {largest} bytes "
+            f"({size - largest} bytes missing)"
         )
+
+    def _split(self, footprint: Footprint, resident: Mapping[str, ResidentModel]) -> Place | None:
+        """As many layers on the GPU as its free memory holds, the rest in RAM; None if no split fits."""
+        if footprint.n_layers < 2:
+            return None
+        per_layer = math.ceil(footprint.size_bytes / footprint.n_layers)
+        layers = min(footprint.n_layers - 1, self.free_bytes(DeviceKind.GPU, resident) // per_layer)
+        if layers < 1:
+            return None
+        cpu_bytes = footprint.size_bytes - layers * per_layer
+        if cpu_bytes > self.free_bytes(DeviceKind.CPU, resident):
+            return None
+        return Place(DeviceKind.GPU, int(layers), cpu_bytes)
 
     def _when_free(self, kind: DeviceKind, place: Place, resident: Mapping[str, ResidentModel]) -> Decision:
         if self.active_leases(kind, resident) >= self._max_active_leases[kind]:
@@ -163,20 +258,20 @@ class MemoryPlanner:
         """Idle models to unload, least recently used first, that free `missing` bytes.
 
         Returns () when enough memory is already being freed by unloads under way, and None when even
-        unloading every idle model would not free enough (a busy model stands in the way: wait).
+        unloading every idle model would not free enough (a busy model stands in the way).
         """
-        unloading = sum(r.size_bytes for r in resident.values() if r.device is kind and r.unloading)
+        unloading = sum(r.bytes_on(kind) for r in resident.values() if r.unloading)
         if unloading >= missing:
             return ()
         idle = sorted(
-            (r for r in resident.values() if r.device is kind and not r.unloading and r.active_leases == 0),
+            (r for r in resident.values() if r.bytes_on(kind) and not r.unloading and r.active_leases == 0),
             key=lambda r: r.last_used,
         )
         victims: list[str] = []
         freed = unloading
         for r in idle:
             victims.append(r.model)
-            freed += r.size_bytes
+            freed += r.bytes_on(kind)
             if freed >= missing:
                 return tuple(victims)
         return None

@@ -1,7 +1,9 @@
-"""LeaseQueue: the waiting room of the scheduler, with the seed design's three priority levels."""
+"""LeaseQueue: the waiting room of the scheduler, with the seed design's three priority levels and aging."""
 
 import itertools
-from collections.abc import Collection
+import math
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -35,14 +37,30 @@ class QueueFullError(Exception):
 
 
 class LeaseQueue:
-    """Orders waiters: level 0 FIFO; level 1 requests for a resident model first, then FIFO; level 2 FIFO."""
+    """Orders waiters by the seed algorithm over their *effective* level.
 
-    def __init__(self, max_per_level: int) -> None:
+    Level 0 in arrival order; level 1 requests for a resident model first, then arrival order; level 2 in
+    arrival order. Aging lifts a waiter one level for every `aging_seconds` it has waited, so a steady
+    flood at a higher level delays a waiter by at most 2 x aging_seconds plus the waiters that came before it.
+    """
+
+    def __init__(
+        self,
+        max_per_level: int,
+        aging_seconds: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max_per_level = max_per_level
+        self._aging_seconds = aging_seconds
+        self._clock = clock
         self._levels: dict[Level, list[Waiter]] = {level: [] for level in Level}
 
     def __len__(self) -> int:
         return sum(len(waiters) for waiters in self._levels.values())
+
+    def count(self, level: Level) -> int:
+        """Waiters that asked for this level (bounded by max_per_level)."""
+        return len(self._levels[level])
 
     def push(self, waiter: Waiter) -> None:
         """Adds a waiter at the back of its level; QueueFullError when that level is full."""
@@ -60,27 +78,25 @@ class LeaseQueue:
             return False
         return True
 
+    def effective_level(self, waiter: Waiter, now: float) -> Level:
+        """The waiter's level after aging."""
+        if math.isinf(self._aging_seconds):
+            return waiter.level
+        lifted = int((now - waiter.enqueued_at) // self._aging_seconds)
+        return Level(max(0, int(waiter.level) - lifted))
+
     def peek(self, resident_models: Collection[str]) -> Waiter | None:
         """The waiter to serve next, given the models resident now; None when empty."""
-        for level in Level:
-            waiters = self._levels[level]
-            if not waiters:
-                continue
-            if level is Level.NORMAL:
-                for waiter in waiters:
-                    if waiter.model in resident_models:
-                        return waiter
-            return waiters[0]
-        return None
+        ordered = self.ordered(resident_models)
+        return ordered[0] if ordered else None
 
     def ordered(self, resident_models: Collection[str]) -> list[Waiter]:
         """All waiters in the order they would be served if nothing changed."""
-        result = []
-        for level in Level:
-            waiters = self._levels[level]
-            if level is Level.NORMAL:
-                warm = [w for w in waiters if w.model in resident_models]
-                result.extend(warm + [w for w in waiters if w.model not in resident_models])
-            else:
-                result.extend(waiters)
-        return result
+        now = self._clock()
+
+        def rank(waiter: Waiter) -> tuple[int, bool, int]:
+            level = self.effective_level(waiter, now)
+            cold = level is Level.NORMAL and waiter.model not in resident_models
+            return int(level), cold, waiter.seq
+
+        return sorted((w for waiters in self._levels.values() for w in waiters), key=rank)

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from multai.common.v1 import common_pb2
-from multai.errors import InvalidRequestError
+from multai.errors import InvalidRequestError, MultaiError
 from multai.scheduler.v1 import scheduler_pb2 as pb
 from multai.scheduler.v1 import scheduler_pb2_grpc
 from scheduler.arbiter import Lease, LeaseArbiter
-from scheduler.memory import DeviceKind
+from scheduler.memory import DeviceKind, Footprint
 from scheduler.queue import Level
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,13 @@ LEVEL_FROM_PB = {
     common_pb2.PRIORITY_NORMAL: Level.NORMAL,
     common_pb2.PRIORITY_BACKGROUND: Level.BACKGROUND,
 }
+
+
+class LeaseRevokedError(MultaiError):
+    """The lease ended without the holder releasing it: it expired or its service went away."""
+
+    status = grpc.StatusCode.ABORTED
+    code = "lease_revoked"
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
@@ -43,7 +50,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         service = self._arbiter.register(
             hello.service,
             hello.pid,
-            {m.model: m.size_bytes for m in hello.models},
+            {m.model: Footprint(m.size_bytes, m.n_layers) for m in hello.models},
             {r.model: (DEVICE_FROM_PB[r.device], r.measured_bytes) for r in hello.resident},
         )
         events = asyncio.create_task(self._consume_events(request_iterator, service.service_id))
@@ -71,7 +78,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             kind = event.WhichOneof("event")
             if kind == "resident":
                 r = event.resident
-                self._arbiter.model_resident(service_id, r.model, DEVICE_FROM_PB[r.device], r.measured_bytes)
+                self._arbiter.model_resident(
+                    service_id, r.model, DEVICE_FROM_PB[r.device], r.measured_bytes, r.load_seconds
+                )
             elif kind == "evicted":
                 self._arbiter.model_evicted(event.evicted.model)
 
@@ -95,18 +104,36 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     fencing_token=lease.fencing_token,
                     device=DEVICE_TO_PB[lease.device],
                     gpu_layers=lease.gpu_layers,
+                    ttl_seconds=lease.expires_at - time.monotonic(),
                 )
             )
-            # The lease lives until the holder closes its side of the stream, dies, or is revoked.
-            holder_done = asyncio.create_task(_drain(request_iterator))
-            revoked = asyncio.create_task(lease.revoked.wait())
-            try:
-                await asyncio.wait({holder_done, revoked}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                holder_done.cancel()
-                revoked.cancel()
+            async for renewed in self._hold(lease, request_iterator):
+                yield renewed
+            if lease.revoked.is_set():
+                raise LeaseRevokedError(f"lease {lease.lease_id} revoked: {lease.revoke_reason}")
         finally:
             self._arbiter.leave(waiter, lease)
+
+    async def _hold(
+        self, lease: Lease, request_iterator: AsyncIterator[pb.AcquireRequest]
+    ) -> AsyncIterator[pb.AcquireResponse]:
+        """Answers renewals until the holder releases, closes the stream, or the lease is revoked."""
+        requests = aiter(request_iterator)
+        revoked = asyncio.create_task(lease.revoked.wait())
+        try:
+            while True:
+                message = asyncio.create_task(anext(requests, None))
+                await asyncio.wait({message, revoked}, return_when=asyncio.FIRST_COMPLETED)
+                if not message.done():
+                    message.cancel()
+                    return
+                request = message.result()
+                if request is None or request.WhichOneof("event") == "release":
+                    return
+                if request.WhichOneof("event") == "renew":
+                    yield pb.AcquireResponse(renewed=pb.Renewed(ttl_seconds=self._arbiter.renew(lease)))
+        finally:
+            revoked.cancel()
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
@@ -163,8 +190,3 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             total_grants=arbiter.total_grants,
             total_evictions=arbiter.total_evictions,
         )
-
-
-async def _drain(request_iterator: AsyncIterator[pb.AcquireRequest]) -> None:
-    async for _ in request_iterator:
-        pass
