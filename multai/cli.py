@@ -33,6 +33,7 @@ class ServeSettings(MultaiSettings):
     port: int = Field(8080, description="REST API port (OpenAI base_url http://HOST:PORT/v1).")
     scheduler_port: int = Field(50050, description="Scheduler gRPC port.")
     chat_port: int = Field(50051, description="Chat service gRPC port.")
+    metrics_port: int = Field(50059, ge=0, description="Scheduler's Prometheus /metrics port; 0 disables it.")
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
     stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
@@ -46,7 +47,14 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
     return [
         Child(
             "scheduler",
-            python_module("scheduler", "--port", str(settings.scheduler_port), *common),
+            python_module(
+                "scheduler",
+                "--port",
+                str(settings.scheduler_port),
+                "--metrics-port",
+                str(settings.metrics_port),
+                *common,
+            ),
             lambda: grpc_serving(scheduler),
         ),
         Child(
@@ -104,12 +112,16 @@ def format_status(status: scheduler_pb2.GetStatusResponse) -> str:
         f"{'busy' if r.idle_seconds == 0 else f'{r.idle_seconds:.0f}s'}"
         for r in status.resident_models
     ]
-    lines += ["", "LEASE         REQUEST                       MODEL                    DEVICE  HELD"]
     lines += [
-        f"{lease.lease_id:<13} {lease.request_id[:29]:<29} {lease.model:<24} "
-        f"{DEVICE_NAMES.get(lease.device, '?'):<7} {lease.held_seconds:.1f}s"
-        for lease in status.leases
+        "",
+        "LEASE         REQUEST                       MODEL                    DEVICE  HELD    EXPIRES",
     ]
+    for lease in status.leases:
+        held = f"{lease.held_seconds:.1f}s"
+        lines.append(
+            f"{lease.lease_id:<13} {lease.request_id[:29]:<29} {lease.model:<24} "
+            f"{DEVICE_NAMES.get(lease.device, '?'):<7} {held:<7} in {lease.expires_in_seconds:.0f}s"
+        )
     lines += ["", "QUEUE  REQUEST                       MODEL                    WAITED"]
     lines += [
         f"{w.level:<6} {w.request_id[:29]:<29} {w.model:<24} {w.waited_seconds:.1f}s" for w in status.queue

@@ -2,15 +2,17 @@
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import grpc
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2_grpc
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import model_control_pb2_grpc
@@ -38,6 +40,32 @@ def validation_error(exc: RequestValidationError) -> OpenAIError:
     return OpenAIError(400, message, param=param, code="invalid_value")
 
 
+class RequestIdMiddleware:
+    """Gives every request an id (the client's X-Request-Id when valid) and returns it on every response.
+
+    Plain ASGI rather than @app.middleware: that wrapper hides client disconnects from the routes, and
+    the routes need them to cancel work.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+        request_id = incoming if CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self._app(scope, receive, send_with_id)
+
+
 def create_app(settings: BridgeSettings) -> FastAPI:
     """The bridge's ASGI app; channels open on startup and close on shutdown."""
 
@@ -61,15 +89,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     for module in (chat, completions, models, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        request.state.request_id = (
-            incoming if CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
-        )
-        response = await call_next(request)
-        response.headers[REQUEST_ID_HEADER] = request.state.request_id
-        return response
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:

@@ -160,6 +160,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     device=DEVICE_TO_PB[lease.device],
                     held_seconds=now - lease.granted_at,
                     service=names.get(lease.service_id, ""),
+                    expires_in_seconds=lease.expires_at - now,
                 )
                 for lease in arbiter.leases.values()
             ],

@@ -28,6 +28,7 @@ class Mesh:
     base_url: str
     scheduler_address: str
     log_path: Path
+    metrics_url: str
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -50,9 +51,11 @@ class Mesh:
         return self.process.wait(timeout)
 
 
-def start_mesh(models_dir: Path, log_path: Path) -> Mesh:
-    port, scheduler_port, chat_port = free_port(), free_port(), free_port()
+def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
+    """`multai serve` on free ports; settings become MULTAI_<NAME> variables."""
+    port, scheduler_port, chat_port, metrics_port = free_port(), free_port(), free_port(), free_port()
     env = dict(os.environ, MULTAI_RAM_BUDGET_BYTES=str(SWAP_RAM_BUDGET_BYTES), MULTAI_N_THREADS="2")
+    env.update({f"MULTAI_{name.upper()}": value for name, value in settings.items()})
     log_file = log_path.open("wb")
     process = subprocess.Popen(
         [
@@ -68,6 +71,8 @@ def start_mesh(models_dir: Path, log_path: Path) -> Mesh:
             str(scheduler_port),
             "--chat-port",
             str(chat_port),
+            "--metrics-port",
+            str(metrics_port),
             "--no-install-models",
         ],
         stdout=log_file,
@@ -75,6 +80,12 @@ def start_mesh(models_dir: Path, log_path: Path) -> Mesh:
         env=env,
         cwd=PROJECT_ROOT,
     )
-    mesh = Mesh(process, f"http://127.0.0.1:{port}/v1", f"127.0.0.1:{scheduler_port}", log_path)
+    mesh = Mesh(
+        process,
+        f"http://127.0.0.1:{port}/v1",
+        f"127.0.0.1:{scheduler_port}",
+        log_path,
+        f"http://127.0.0.1:{metrics_port}/metrics",
+    )
     mesh.wait_ready()
     return mesh

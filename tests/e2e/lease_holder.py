@@ -1,0 +1,25 @@
+"""A real process that registers as a service, takes a lease and holds it until killed (fault tests)."""
+
+import asyncio
+import sys
+
+from multai.common.v1 import common_pb2
+from multai.scheduler.v1 import scheduler_pb2
+from multai.scheduler_client import SchedulerClient
+
+
+async def hold(address: str, model: str) -> None:
+    async def no_unload(_: str) -> None:
+        return None
+
+    client = SchedulerClient(
+        address, "holder", [scheduler_pb2.ModelFootprint(model=model, size_bytes=1_000_000)], no_unload, list
+    )
+    await client.start(10)
+    async with client.lease("holder-request", model, common_pb2.PRIORITY_NORMAL, 10):
+        print("HELD", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(hold(sys.argv[1], sys.argv[2]))
