@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUF := $(VENV)/node/node_modules/.bin/buf
 
-.PHONY: install run test lint protos clean
+.PHONY: install run test lint protos clean bench
 
 install:
 	@bash scripts/setup.sh
@@ -25,3 +25,6 @@ protos:
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache .hypothesis
+
+bench: install
+	$(BIN)/python -m bench.lease_bench --json bench/results/lease.json

@@ -176,7 +176,13 @@ class SchedulerClient:
 
         call = self._stub.Acquire(requests())
         try:
-            grant = await asyncio.wait_for(self._first_grant(call), wait_timeout)
+            async with asyncio.timeout(wait_timeout):
+                grant = await self._first_grant(call)
+        except TimeoutError as exc:
+            call.cancel()
+            raise ServiceUnavailableError(
+                f"no lease for {model} within {wait_timeout:.0f}s; retry later"
+            ) from exc
         except BaseException:
             call.cancel()
             raise
@@ -228,22 +234,16 @@ class _LeaseKeeper:
         self._outgoing = outgoing
         self._renew_every = max(ttl / 3, MIN_RENEW_SECONDS)
         self._releasing = False
-        self._task = asyncio.create_task(self._keep())
+        loop = asyncio.get_running_loop()
+        self._renewal = loop.call_later(self._renew_every, self._renew)
+        self._watcher = asyncio.create_task(self._watch())
 
-    async def _keep(self) -> None:
-        ended = asyncio.create_task(self._read_until_end())
-        try:
-            while not ended.done():
-                await asyncio.wait({ended}, timeout=self._renew_every)
-                if not ended.done():
-                    self._outgoing.put_nowait(pb.AcquireRequest(renew=pb.RenewLease()))
-        finally:
-            ended.cancel()
-        if not self._releasing:
-            self.lost.set()
-            self.owner.cancel()
+    def _renew(self) -> None:
+        self._outgoing.put_nowait(pb.AcquireRequest(renew=pb.RenewLease()))
+        self._renewal = asyncio.get_running_loop().call_later(self._renew_every, self._renew)
 
-    async def _read_until_end(self) -> None:
+    async def _watch(self) -> None:
+        """Reads renewal acknowledgements; the stream ending while held means the lease is gone."""
         try:
             async for _ in self._call:
                 pass
@@ -251,10 +251,15 @@ class _LeaseKeeper:
             self.reason = exc.details() or exc.code().name
         else:
             self.reason = "the scheduler closed the lease"
+        if not self._releasing:
+            self._renewal.cancel()
+            self.lost.set()
+            self.owner.cancel()
 
     def release(self) -> None:
         """Sends the release, closes the stream and stops renewing."""
         self._releasing = True
+        self._renewal.cancel()
         self._outgoing.put_nowait(pb.AcquireRequest(release=pb.ReleaseLease()))
         self._outgoing.put_nowait(None)
-        self._task.cancel()
+        self._watcher.cancel()

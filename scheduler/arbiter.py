@@ -180,6 +180,10 @@ class LeaseArbiter:
         self._dispatch()
         return waiter
 
+    def grant_of(self, waiter: Waiter) -> asyncio.Future[Lease]:
+        """The future that resolves when the waiter is granted, or fails when it is refused."""
+        return self._grants[waiter]
+
     async def wait_for_grant(self, waiter: Waiter) -> Lease:
         """Resolves when the waiter is granted; raises if it is refused."""
         return await self._grants[waiter]

@@ -96,8 +96,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         )
         lease: Lease | None = None
         try:
-            yield pb.AcquireResponse(queued=pb.Queued(position=self._arbiter.position(waiter)))
-            lease = await self._arbiter.wait_for_grant(waiter)
+            grant = self._arbiter.grant_of(waiter)
+            if not grant.done():
+                # Only a waiter that really waits hears its position; an immediate grant saves a message.
+                yield pb.AcquireResponse(queued=pb.Queued(position=self._arbiter.position(waiter)))
+            lease = await grant
             yield pb.AcquireResponse(
                 granted=pb.Granted(
                     lease_id=lease.lease_id,
