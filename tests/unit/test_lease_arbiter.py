@@ -77,3 +77,29 @@ async def test_queue_full_is_resource_exhausted() -> None:
     with pytest.raises(ResourceExhaustedError, match="full"):
         a.enqueue(service.service_id, "overflow", "m", Level.NORMAL)
     a.enqueue(service.service_id, "urgent", "m", Level.URGENT)  # other levels have their own bound
+
+
+async def test_fencing_tokens_increase_within_and_across_scheduler_instances() -> None:
+    first = arbiter(1000)
+    service = first.register("chat", 1, {"m": Footprint(MB)}, {})
+    tokens = []
+    for i in range(3):
+        waiter = first.enqueue(service.service_id, f"r{i}", "m", Level.NORMAL)
+        lease = await first.wait_for_grant(waiter)
+        tokens.append(lease.fencing_token)
+        first.leave(waiter, lease)
+    assert tokens == sorted(tokens) and len(set(tokens)) == 3 and tokens[0] >= first.fencing_floor
+    restarted = arbiter(1000)
+    assert restarted.fencing_floor > tokens[-1]
+
+
+async def test_measured_footprint_replaces_the_manifest_estimate() -> None:
+    a = arbiter(1000)
+    service = a.register("chat", 1, {"m": Footprint(100 * MB, n_layers=30)}, {})
+    waiter = a.enqueue(service.service_id, "r1", "m", Level.NORMAL)
+    lease = await a.wait_for_grant(waiter)
+    a.model_resident(service.service_id, "m", DeviceKind.CPU, 240 * MB, load_seconds=0.3)
+    a.leave(waiter, lease)
+    assert a.resident["m"].size_bytes == 240 * MB
+    assert service.footprints["m"] == Footprint(240 * MB, n_layers=30)
+    assert a.planner.used_bytes(DeviceKind.CPU, a.resident) == 240 * MB
