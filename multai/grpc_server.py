@@ -103,7 +103,13 @@ async def run_grpc_server(
     until on_started has finished (e.g. registration with the scheduler), and again as soon as a stop
     signal arrives; then in-flight RPCs get the grace period and on_stopping releases what is held.
     """
-    server = grpc.aio.server(interceptors=[DomainErrorInterceptor()])
+    server = grpc.aio.server(
+        interceptors=[DomainErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ],
+    )
     service_names = list(add_servicers(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

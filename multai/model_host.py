@@ -91,6 +91,10 @@ class ModelHost(Generic[BackendT]):
             if slot.device != common_pb2.DEVICE_UNSPECIFIED
         ]
 
+    def backend_of(self, model: str) -> BackendT:
+        """A model's backend object, loaded or not (for what needs no weights, e.g. its voice names)."""
+        return self._slots[model].backend
+
     def device_of(self, model: str) -> common_pb2.Device.ValueType:
         """Where a model is loaded; DEVICE_UNSPECIFIED when it is not."""
         return self._slots[model].device
@@ -119,7 +123,7 @@ class ModelHost(Generic[BackendT]):
         if slot.device == grant.device:
             return
         if slot.device != common_pb2.DEVICE_UNSPECIFIED:
-            await self._run(slot.backend.unload)
+            await self.run_blocking(slot.backend.unload)
             slot.device = common_pb2.DEVICE_UNSPECIFIED
         use_gpu = grant.device == common_pb2.DEVICE_GPU
         gpu_layers = grant.gpu_layers
@@ -128,7 +132,7 @@ class ModelHost(Generic[BackendT]):
         log.info("loading %s on %s", model, f"GPU ({gpu_layers} layers)" if use_gpu else "CPU")
         started = time.monotonic()
         try:
-            slot.measured_bytes = await self._run(slot.backend.load, use_gpu, gpu_layers)
+            slot.measured_bytes = await self.run_blocking(slot.backend.load, use_gpu, gpu_layers)
         except BaseException:
             self.scheduler.report_evicted(model)
             raise
@@ -145,11 +149,12 @@ class ModelHost(Generic[BackendT]):
             if slot.device == common_pb2.DEVICE_UNSPECIFIED:
                 return False
             log.info("unloading %s", model)
-            await self._run(slot.backend.unload)
+            await self.run_blocking(slot.backend.unload)
             slot.device = common_pb2.DEVICE_UNSPECIFIED
             return True
 
-    async def _run(self, fn: Callable[..., ItemT], *args: object) -> ItemT:
+    async def run_blocking(self, fn: Callable[..., ItemT], *args: object) -> ItemT:
+        """Runs a blocking call (engine, codec) in an engine thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def stream(self, produce: Callable[[threading.Event], Iterator[ItemT]]) -> AsyncIterator[ItemT]:

@@ -67,6 +67,18 @@ class GrpcServiceSettings(MultaiSettings):
     host: str = Field("127.0.0.1", description="Address to bind; 127.0.0.1 keeps the mesh local.")
     port: int = Field(description="Port to bind.")
     shutdown_grace_seconds: float = Field(5.0, description="Time in-flight RPCs get on SIGTERM.")
+    max_message_bytes: int = Field(
+        32 * 1024 * 1024, ge=4 * 1024 * 1024, description="Largest gRPC message (uploads reach 25 MB)."
+    )
+
+
+class ModelServiceSettings(GrpcServiceSettings):
+    """Settings of a modality service, which owns models and takes leases for them."""
+
+    lease_wait_seconds: float = Field(600.0, gt=0, description="Longest wait in the scheduler's queue.")
+    scheduler_connect_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for the scheduler at start."
+    )
 
 
 SettingsT = TypeVar("SettingsT", bound=MultaiSettings)

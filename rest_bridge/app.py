@@ -14,11 +14,13 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from multai.audio.v1 import audio_pb2_grpc
 from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import model_control_pb2_grpc
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
-from rest_bridge.routes import chat, completions, health, models
+from rest_bridge.routes import audio, chat, completions, health, models
+from rest_bridge.serving.audio import AudioServing
 from rest_bridge.serving.chat import ChatServing
 from rest_bridge.serving.completions import CompletionServing
 from rest_bridge.serving.models import ModelsServing
@@ -71,22 +73,33 @@ def create_app(settings: BridgeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        chat_channel = grpc.aio.insecure_channel(settings.chat_address)
-        scheduler_channel = grpc.aio.insecure_channel(settings.scheduler_address)
-        chat_stub = chat_pb2_grpc.ChatServiceStub(chat_channel)
-        app.state.chat = ChatServing(chat_stub, settings.request_timeout_seconds)
-        app.state.completions = CompletionServing(chat_stub, settings.request_timeout_seconds)
-        app.state.models = ModelsServing([model_control_pb2_grpc.ModelControlServiceStub(chat_channel)])
-        app.state.health = {
-            "scheduler": health_pb2_grpc.HealthStub(scheduler_channel),
-            "chat": health_pb2_grpc.HealthStub(chat_channel),
+        options = [
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ]
+        channels = {
+            name: grpc.aio.insecure_channel(address, options=options)
+            for name, address in (
+                ("scheduler", settings.scheduler_address),
+                ("chat", settings.chat_address),
+                ("audio", settings.audio_address),
+            )
         }
+        timeout = settings.request_timeout_seconds
+        chat_stub = chat_pb2_grpc.ChatServiceStub(channels["chat"])
+        app.state.chat = ChatServing(chat_stub, timeout)
+        app.state.completions = CompletionServing(chat_stub, timeout)
+        app.state.audio = AudioServing(audio_pb2_grpc.AudioServiceStub(channels["audio"]), timeout)
+        app.state.models = ModelsServing(
+            [model_control_pb2_grpc.ModelControlServiceStub(channels[name]) for name in ("chat", "audio")]
+        )
+        app.state.health = {name: health_pb2_grpc.HealthStub(channel) for name, channel in channels.items()}
         yield
-        await chat_channel.close()
-        await scheduler_channel.close()
+        for channel in channels.values():
+            await channel.close()
 
     app = FastAPI(title="MultAI", version="0.1.0", lifespan=lifespan)
-    for module in (chat, completions, models, health):
+    for module in (chat, completions, audio, models, health):
         app.include_router(module.router)
 
     app.add_middleware(RequestIdMiddleware)

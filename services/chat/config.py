@@ -5,10 +5,10 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from multai.settings import GrpcServiceSettings
+from multai.settings import ModelServiceSettings
 
 
-class ChatSettings(GrpcServiceSettings):
+class ChatSettings(ModelServiceSettings):
     """Settings of the chat service (env MULTAI_<NAME>, TOML section [chat], or the flags below)."""
 
     toml_section: ClassVar[str] = "chat"
@@ -18,7 +18,3 @@ class ChatSettings(GrpcServiceSettings):
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation."
     )
     context_length: int = Field(2048, ge=128, description="Context window when the manifest sets none.")
-    lease_wait_seconds: float = Field(600.0, gt=0, description="Longest wait in the scheduler's queue.")
-    scheduler_connect_seconds: float = Field(
-        30.0, gt=0, description="Longest wait for the scheduler at start."
-    )

@@ -6,14 +6,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from multai.bundled_models import install_bundled
+from multai.bundled_models import ALL_MODELS, install_bundled
 from tests.e2e.mesh import PROJECT_ROOT, Mesh, start_mesh
 
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     folder = PROJECT_ROOT / ".cache" / "test-models"
-    install_bundled(folder)
+    install_bundled(folder, [m for m in ALL_MODELS if m != "bark-tiny-random"])
     return folder
 
 
@@ -24,6 +24,6 @@ def mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     running.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def client(mesh: Mesh) -> openai.OpenAI:
     return openai.OpenAI(base_url=mesh.base_url, api_key="not-needed", max_retries=0, timeout=120)

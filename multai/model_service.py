@@ -1,0 +1,47 @@
+"""The one way a modality service is put together: registry, ModelHost, its servicers, ModelControl."""
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
+from multai.grpc_server import run_grpc_server
+from multai.model_control import ModelControlServicer
+from multai.model_host import ModelHost
+from multai.registry import Modality, ModelManifest, ModelRegistry
+from multai.settings import ModelServiceSettings
+
+MODEL_CONTROL_SERVICE = model_control_pb2.DESCRIPTOR.services_by_name["ModelControlService"].full_name
+
+
+async def serve_model_service(
+    settings: ModelServiceSettings,
+    modality: Modality,
+    make_backend: Callable[[ModelManifest], Any],
+    add_servicers: Callable[[grpc.aio.Server, ModelHost[Any]], list[str]],
+) -> None:
+    """Serves the models of one modality found in the models folder until SIGTERM.
+
+    add_servicers registers the modality's own servicers and returns their full service names;
+    ModelControlService, health and reflection come with every service.
+    """
+    # Models are local folders: the hubs' offline switches make any attempt to reach one fail at once
+    # instead of sending a request off the machine.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    registry = ModelRegistry.scan(settings.models_dir, modality=modality)
+    host: ModelHost[Any] = ModelHost(
+        modality, registry, make_backend, settings.scheduler_address, settings.lease_wait_seconds
+    )
+
+    def add_all(server: grpc.aio.Server) -> list[str]:
+        names = add_servicers(server, host)
+        model_control_pb2_grpc.add_ModelControlServiceServicer_to_server(ModelControlServicer(host), server)
+        return [*names, MODEL_CONTROL_SERVICE]
+
+    async def on_started() -> None:
+        await host.start(settings.scheduler_connect_seconds)
+
+    await run_grpc_server(settings, add_all, on_started=on_started, on_stopping=host.stop)

@@ -1,0 +1,66 @@
+"""Pydantic models of /v1/audio/*: the speech request and the transcription responses."""
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from rest_bridge.protocol.common import OpenAIModel
+
+TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+TimestampGranularity = Literal["word", "segment"]
+SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+# OpenAI's limit on uploads.
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+
+
+class SpeechRequest(OpenAIModel):
+    """The body of /v1/audio/speech."""
+
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, max_length=4096, description="The text to speak.")
+    voice: str = Field(min_length=1, description="An OpenAI voice name, or the model's own voice or preset.")
+    response_format: SpeechFormat = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    priority: int | None = Field(
+        None, ge=0, le=2, description="Queue level: 0 urgent, 1 normal, 2 background."
+    )
+
+
+class TranscriptionWord(BaseModel):
+    """One word with its time span."""
+
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionSegment(BaseModel):
+    """One segment of verbose_json."""
+
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+class Transcription(BaseModel):
+    """response_format=json."""
+
+    text: str
+
+
+class TranscriptionVerbose(BaseModel):
+    """response_format=verbose_json."""
+
+    task: Literal["transcribe", "translate"]
+    language: str
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment] | None = None
+    words: list[TranscriptionWord] | None = None

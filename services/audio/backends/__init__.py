@@ -1,0 +1,1 @@
+"""Audio engines behind two small interfaces; backends never import grpc."""
