@@ -28,3 +28,4 @@ clean:
 
 bench: install
 	$(BIN)/python -m bench.lease_bench --json bench/results/lease.json
+	$(BIN)/python -m bench.audio_bench --json bench/results/audio.json

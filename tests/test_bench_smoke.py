@@ -14,3 +14,13 @@ def test_lease_bench_runs_and_reports_every_figure() -> None:
         "grants_per_s_concurrency_2",
     }
     assert all(value > 0 for value in results.values())
+
+
+def test_audio_bench_runs_and_reports_ratios(tmp_path) -> None:
+    from bench.audio_bench import run as run_audio
+    from tests.e2e.mesh import PROJECT_ROOT
+
+    results = run_audio(
+        rounds=1, models_dir=PROJECT_ROOT / ".cache" / "test-models", log_path=tmp_path / "mesh.log"
+    )
+    assert results["tts_mesh_over_in_process"] > 0 and results["asr_mesh_over_in_process"] > 0

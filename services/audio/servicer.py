@@ -1,7 +1,8 @@
 """AudioService: the only place this service touches protobuf."""
 
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -159,13 +160,16 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
 
         encoder = SpeechEncoder(response_format)
         content_type = encoder.content_type
+
+        def encoded(backend: Any, cancel: threading.Event) -> Iterator[bytes]:
+            # Encoding in the engine thread, right after each sentence, keeps the event loop free.
+            for chunk in backend.synthesize(text, voice, speed, cancel):
+                yield encoder.encode(chunk)
+
         async with self._host.leased(
             manifest, request.priority, request.request_id or uuid.uuid4().hex
         ) as backend:
-            async for chunk in self._host.stream(
-                lambda cancel: backend.synthesize(text, voice, speed, cancel)
-            ):
-                data = await self._host.run_blocking(encoder.encode, chunk)
+            async for data in self._host.stream(lambda cancel: encoded(backend, cancel)):
                 if data:
                     yield audio_pb2.CreateSpeechResponse(audio=data, content_type=content_type)
                     content_type = ""
