@@ -6,14 +6,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from multai.bundled_models import ALL_MODELS, install_bundled
+from multai.bundled_models import install_bundled
 from tests.e2e.mesh import PROJECT_ROOT, Mesh, start_mesh
 
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     folder = PROJECT_ROOT / ".cache" / "test-models"
-    install_bundled(folder, [m for m in ALL_MODELS if m != "bark-tiny-random"])
+    install_bundled(folder)
     return folder
 
 

@@ -29,6 +29,7 @@ class Mesh:
     scheduler_address: str
     log_path: Path
     metrics_url: str
+    chat_address: str
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -86,6 +87,7 @@ def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
         f"127.0.0.1:{scheduler_port}",
         log_path,
         f"http://127.0.0.1:{metrics_port}/metrics",
+        f"127.0.0.1:{chat_port}",
     )
     mesh.wait_ready()
     return mesh
