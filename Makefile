@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BUF := $(VENV)/node/node_modules/.bin/buf
 
-.PHONY: install run test lint protos clean bench
+.PHONY: install run test lint protos clean bench bench-full bench-deps
 
 install:
 	@bash scripts/setup.sh
@@ -26,6 +26,16 @@ protos:
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache .hypothesis
 
-bench: install
+# The quick set (under 10 minutes on 2 cores); results and charts land in bench/results/ (not committed).
+bench-deps: install
+	$(BIN)/python -m pip install -q -e ".[loadgen]"
+
+bench: bench-deps
 	$(BIN)/python -m bench.lease_bench --json bench/results/lease.json
-	$(BIN)/python -m bench.audio_bench --json bench/results/audio.json
+	$(BIN)/python -m bench.audio_bench --rounds 3 --json bench/results/audio.json
+	$(BIN)/python -m bench.chat_bench
+
+bench-full: bench-deps
+	$(BIN)/python -m bench.lease_bench --leases 5000 --json bench/results/lease.json
+	$(BIN)/python -m bench.audio_bench --rounds 7 --json bench/results/audio.json
+	$(BIN)/python -m bench.chat_bench --full

@@ -4,7 +4,8 @@ import asyncio
 import inspect
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import grpc
@@ -12,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from multai.errors import MultaiError
-from multai.settings import GrpcServiceSettings
+from multai.settings import GrpcServiceSettings, SettingsT, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,15 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs every health poll at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def run_process(
+    settings_cls: type[SettingsT], prog: str, serve: Callable[[SettingsT], Coroutine[Any, Any, None]]
+) -> None:
+    """What every gRPC process's `python -m` does: settings from file, env and flags; logging; serve."""
+    settings = load_settings(settings_cls, sys.argv[1:], prog)
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
 
 
 async def run_grpc_server(

@@ -1,10 +1,16 @@
-"""The benchmark drivers run (a few iterations), so they cannot rot; no timing is asserted."""
+"""The benchmark drivers run for a few requests, so they cannot rot; no timing is asserted."""
 
-from bench.lease_bench import run
+from pathlib import Path
+
+from bench.audio_bench import run as run_audio_bench
+from bench.chat_bench import SYSTEMS, ratio_lines
+from bench.chat_bench import run as run_chat_bench
+from bench.lease_bench import run as run_lease_bench
+from tests.e2e.mesh import PROJECT_ROOT
 
 
 def test_lease_bench_runs_and_reports_every_figure() -> None:
-    results = run(leases=20, concurrency=2)
+    results = run_lease_bench(leases=20, concurrency=2)
     assert set(results) == {
         "lease_round_trip_p50_ms",
         "lease_round_trip_p95_ms",
@@ -16,11 +22,17 @@ def test_lease_bench_runs_and_reports_every_figure() -> None:
     assert all(value > 0 for value in results.values())
 
 
-def test_audio_bench_runs_and_reports_ratios(tmp_path) -> None:
-    from bench.audio_bench import run as run_audio
-    from tests.e2e.mesh import PROJECT_ROOT
-
-    results = run_audio(
-        rounds=1, models_dir=PROJECT_ROOT / ".cache" / "test-models", log_path=tmp_path / "mesh.log"
+def test_audio_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
+    results = run_audio_bench(
+        rounds=1, models_dir=PROJECT_ROOT / ".cache" / "test-models", log_path=tmp_path / "log"
     )
     assert results["tts_mesh_over_in_process"] > 0 and results["asr_mesh_over_in_process"] > 0
+
+
+def test_chat_bench_runs_all_four_systems_and_writes_its_reports(tmp_path: Path) -> None:
+    report = run_chat_bench(rounds=1, requests=2, levels=[2], max_tokens=8, out_dir=tmp_path)
+    level = report["summary"]["2"]
+    assert set(level) == set(SYSTEMS)
+    assert all(figures["errors"] == 0 and figures["aggregate_tokens_per_s"] > 0 for figures in level.values())
+    assert {p.name for p in tmp_path.iterdir()} >= {"chat.json", "chat.md", "chat.png"}
+    assert any(line.startswith("c=2 mesh_rest aggregate_ratio=") for line in ratio_lines(report["summary"]))

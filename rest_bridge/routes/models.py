@@ -12,11 +12,11 @@ router = APIRouter()
 async def list_models(request: Request) -> ModelList:
     """Lists the installed models of every service; fixtures are marked `fixture: true`."""
     serving: ModelsServing = request.app.state.models
-    return await serving.list()
+    return await serving.list(request.state.request_id)
 
 
 @router.get("/v1/models/{model}", response_model=ModelCard)
 async def retrieve_model(model: str, request: Request) -> ModelCard:
     """One model, by id or alias."""
     serving: ModelsServing = request.app.state.models
-    return await serving.retrieve(model)
+    return await serving.retrieve(model, request.state.request_id)

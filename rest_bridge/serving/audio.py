@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from multai.audio.v1 import audio_pb2, audio_pb2_grpc
 from multai.common.v1 import common_pb2
-from rest_bridge.errors import OpenAIError, from_rpc_error, invalid_request
+from rest_bridge.errors import OpenAIError, invalid_request
 from rest_bridge.protocol.audio import (
     MAX_UPLOAD_BYTES,
     SpeechRequest,
@@ -18,6 +18,7 @@ from rest_bridge.protocol.audio import (
     TranscriptionVerbose,
     TranscriptionWord,
 )
+from rest_bridge.serving.rpc import call_unary, open_stream
 
 
 @dataclass(frozen=True)
@@ -147,12 +148,7 @@ class AudioServing:
             priority=priority,
             request_id=request_id,
         )
-        try:
-            response = await self._stub.CreateTranscription(
-                request, timeout=self._timeout, metadata=(("x-request-id", request_id),)
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
+        response = await call_unary(self._stub.CreateTranscription, request, self._timeout, request_id)
         return render_transcript(response.transcript, params, "transcribe")
 
     async def translate(
@@ -167,40 +163,23 @@ class AudioServing:
             priority=priority,
             request_id=request_id,
         )
-        try:
-            response = await self._stub.CreateTranslation(
-                request, timeout=self._timeout, metadata=(("x-request-id", request_id),)
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
+        response = await call_unary(self._stub.CreateTranslation, request, self._timeout, request_id)
         return render_transcript(response.transcript, params, "translate")
 
     async def open_speech(
         self, body: SpeechRequest, priority: common_pb2.Priority.ValueType, request_id: str
     ) -> tuple[str, AsyncIterator[bytes]]:
         """The content type and the audio bytes; errors before the first audio raise OpenAIError."""
-        call = self._stub.CreateSpeech(
-            audio_pb2.CreateSpeechRequest(
-                model=body.model,
-                input=body.input,
-                voice=body.voice,
-                response_format=body.response_format,
-                speed=body.speed,
-                priority=priority,
-                request_id=request_id,
-            ),
-            timeout=self._timeout,
-            metadata=(("x-request-id", request_id),),
+        message = audio_pb2.CreateSpeechRequest(
+            model=body.model,
+            input=body.input,
+            voice=body.voice,
+            response_format=body.response_format,
+            speed=body.speed,
+            priority=priority,
+            request_id=request_id,
         )
-        try:
-            first = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
-        except BaseException:
-            call.cancel()
-            raise
-        if first is grpc.aio.EOF:
-            raise OpenAIError(502, "the audio service ended the stream without audio", type="server_error")
+        call, first = await open_stream(self._stub.CreateSpeech, message, self._timeout, request_id)
 
         async def audio() -> AsyncIterator[bytes]:
             # A failure after the headers went out propagates: the server then drops the connection

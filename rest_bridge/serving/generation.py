@@ -12,6 +12,7 @@ from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
 from rest_bridge.errors import OpenAIError, from_rpc_error, invalid_request
 from rest_bridge.protocol.common import SamplingFields, Usage
+from rest_bridge.serving.rpc import open_stream
 
 PRIORITY_LEVELS = {
     0: common_pb2.PRIORITY_URGENT,
@@ -79,11 +80,7 @@ def _piece(message: Any) -> Piece:
 
 
 class GenerationStream:
-    """A server-streaming generation whose first message has arrived.
-
-    Waiting for it first means errors found before any output (unknown model, bad parameters, full queue)
-    become proper HTTP errors instead of failures in the middle of an event stream.
-    """
+    """A server-streaming generation whose first message has arrived."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall, first: Piece) -> None:
         self._call = call
@@ -93,18 +90,9 @@ class GenerationStream:
     async def open(
         cls, rpc: grpc.aio.UnaryStreamMultiCallable, message: Any, timeout: float, request_id: str
     ) -> "GenerationStream":
-        """Starts the RPC with deadline and request id; raises OpenAIError if it fails before any output."""
-        call = rpc(message, timeout=timeout, metadata=(("x-request-id", request_id),))
-        try:
-            message = await call.read()
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
-        except BaseException:
-            call.cancel()
-            raise
-        if message is grpc.aio.EOF:
-            raise OpenAIError(502, "the model service ended the stream without output", type="server_error")
-        return cls(call, _piece(message))
+        """Starts the generation; raises OpenAIError if it fails before any output."""
+        call, first = await open_stream(rpc, message, timeout, request_id)
+        return cls(call, _piece(first))
 
     async def pieces(self) -> AsyncIterator[Piece]:
         """All pieces, the first included; cancels the RPC if the consumer stops early."""

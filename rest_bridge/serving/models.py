@@ -1,10 +1,9 @@
 """/v1/models: the models of every modality service, from their ModelControlService."""
 
-import grpc
-
 from multai.common.v1 import common_pb2, model_control_pb2, model_control_pb2_grpc
-from rest_bridge.errors import OpenAIError, from_rpc_error
+from rest_bridge.errors import OpenAIError
 from rest_bridge.protocol.models import ModelCard, ModelList
+from rest_bridge.serving.rpc import call_unary
 
 DEVICE_NAMES = {common_pb2.DEVICE_CPU: "cpu", common_pb2.DEVICE_GPU: "gpu"}
 LIST_TIMEOUT_SECONDS = 5.0
@@ -29,22 +28,19 @@ class ModelsServing:
     def __init__(self, stubs: list[model_control_pb2_grpc.ModelControlServiceStub]) -> None:
         self._stubs = stubs
 
-    async def list(self) -> ModelList:
+    async def list(self, request_id: str) -> ModelList:
         """Every model of every service, in id order."""
         cards = []
         for stub in self._stubs:
-            try:
-                response = await stub.ListModels(
-                    model_control_pb2.ListModelsRequest(), timeout=LIST_TIMEOUT_SECONDS
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise from_rpc_error(exc) from exc
+            response = await call_unary(
+                stub.ListModels, model_control_pb2.ListModelsRequest(), LIST_TIMEOUT_SECONDS, request_id
+            )
             cards.extend(model_card(info) for info in response.models)
         return ModelList(data=sorted(cards, key=lambda c: c.id))
 
-    async def retrieve(self, name: str) -> ModelCard:
+    async def retrieve(self, name: str, request_id: str) -> ModelCard:
         """One model by id or alias."""
-        for card in (await self.list()).data:
+        for card in (await self.list(request_id)).data:
             if name == card.id or name in card.aliases:
                 return card
         raise OpenAIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")

@@ -1,19 +1,8 @@
-"""Entry point: python -m services.audio [--port N ...]."""
+"""Entry point: python -m services.audio [--port N ...]; --help lists every setting."""
 
-import asyncio
-import sys
-
-from multai.grpc_server import configure_logging
-from multai.settings import load_settings
+from multai.grpc_server import run_process
 from services.audio.config import AudioSettings
 from services.audio.server import serve
 
-
-def main() -> None:
-    settings = load_settings(AudioSettings, sys.argv[1:], "python -m services.audio")
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-
-
 if __name__ == "__main__":
-    main()
+    run_process(AudioSettings, "python -m services.audio", serve)
