@@ -20,7 +20,6 @@ import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,6 @@ from pathlib import Path
 
 import grpc
 import httpx
-import llama_cpp
 
 from bench import guidellm_runs
 from multai.bundled_models import install_bundled
@@ -140,29 +138,34 @@ def grpc_runner(address: str, max_tokens: int) -> Runner:
     return run
 
 
-def in_process_runner(model_path: Path, max_tokens: int) -> Runner:
-    """llama-cpp-python in this process; one Llama serves one request at a time, as in any server."""
-    llm = llama_cpp.Llama(str(model_path), n_ctx=CONTEXT, n_threads=THREADS, verbose=False)
-    lock = threading.Lock()
+class InProcessWorker:
+    """bench/in_process_worker.py in a child process; batches are sent to it whole."""
 
-    def generate() -> RequestResult:
-        # The clock starts before the lock: waiting for the model counts, as it does behind a server.
-        started = time.perf_counter()
-        with lock:
-            first = 0.0
-            tokens = 0
-            for chunk in llm.create_chat_completion(
-                PROMPT, max_tokens=max_tokens, temperature=0, stream=True
-            ):
-                if chunk["choices"][0]["delta"].get("content"):
-                    tokens += 1
-                    first = first or time.perf_counter() - started
-            return RequestResult(first, time.perf_counter() - started, tokens)
+    def __init__(self, model_path: Path) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.in_process_worker", str(model_path), str(THREADS), str(CONTEXT)],
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the in-process worker did not start")
 
-    async def run(seed: int) -> RequestResult:
-        return await asyncio.to_thread(generate)
+    def batch(self, concurrency: int, requests: int, max_tokens: int) -> Batch:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        order = {"concurrency": concurrency, "requests": requests, "max_tokens": max_tokens}
+        self._process.stdin.write(json.dumps(order) + "\n")
+        self._process.stdin.flush()
+        answer = json.loads(self._process.stdout.readline())
+        return Batch(
+            "in_process", concurrency, answer["wall_s"], [RequestResult(**r) for r in answer["results"]]
+        )
 
-    return run
+    def close(self) -> None:
+        self._process.kill()
+        self._process.wait()
 
 
 async def run_batch(system: str, runner: Runner, concurrency: int, requests: int) -> Batch:
@@ -240,20 +243,16 @@ def guidellm_markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
         "",
         "Measured by guidellm (one run per server and concurrency):",
         "",
-        "| concurrency | system | TTFT p50 ms | TTFT p95 ms | aggregate tok/s | requests/s |",
-        "|---|---|---|---|---|---|",
+        "| concurrency | system | TTFT p50 ms | TTFT p95 ms | aggregate tok/s | requests/s | ok | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for concurrency, level in results.items():
         for system, f in level.items():
             lines.append(
                 f"| {concurrency} | {system} | {f['ttft_p50_ms']:.1f} | {f['ttft_p95_ms']:.1f} | "
-                f"{f['aggregate_tokens_per_s']:.1f} | {f['requests_per_s']:.2f} |"
+                f"{f['aggregate_tokens_per_s']:.1f} | {f['requests_per_s']:.2f} | {f['successful']:.0f} | "
+                f"{f['errored']:.0f} |"
             )
-        if {"mesh_rest", "llama_server"} <= set(level):
-            ratio = (
-                level["mesh_rest"]["aggregate_tokens_per_s"] / level["llama_server"]["aggregate_tokens_per_s"]
-            )
-            lines.append(f"| {concurrency} | mesh_rest / llama_server | | | {ratio:.3f} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -352,29 +351,35 @@ def run(
     model_path = models_dir / MODEL / "model.gguf"
     server, server_url = start_llama_server(model_path, out_dir / "llama_server.log")
     mesh: Mesh | None = None
+    in_process: InProcessWorker | None = None
     try:
         mesh = start_mesh(
             models_dir, out_dir / "mesh.log", n_threads=str(THREADS), max_queue_per_level="4096"
         )
         chat_address, mesh_url = mesh.chat_address, mesh.base_url
-        in_process = in_process_runner(model_path, max_tokens)
+        in_process = InProcessWorker(model_path)
 
         async def measure() -> list[Batch]:
             # The clients are made here: gRPC's aio channels belong to the loop they are made on.
             runners = {
-                "in_process": in_process,
                 "llama_server": rest_runner(server_url, max_tokens),
                 "mesh_rest": rest_runner(mesh_url, max_tokens),
                 "mesh_grpc": grpc_runner(chat_address, max_tokens),
             }
-            for system, runner in runners.items():  # warm-up: loads, caches, connections
-                await run_batch(system, runner, 1, 1)
-            batches = []
-            for concurrency in levels:
-                for _ in range(rounds):
-                    for system, runner in runners.items():
-                        batches.append(await run_batch(system, runner, concurrency, requests))
-            return batches
+
+            async def turn(system: str, concurrency: int, count: int) -> Batch:
+                if system == "in_process":
+                    return await asyncio.to_thread(in_process.batch, concurrency, count, max_tokens)
+                return await run_batch(system, runners[system], concurrency, count)
+
+            for system in SYSTEMS:  # warm-up: loads, caches, connections
+                await turn(system, 1, 1)
+            return [
+                await turn(system, concurrency, requests)
+                for concurrency in levels
+                for _ in range(rounds)
+                for system in SYSTEMS
+            ]
 
         batches = asyncio.run(measure())
         load_generator: dict[str, dict[str, dict[str, float]]] = {}
@@ -387,6 +392,8 @@ def run(
                     for name, url in (("llama_server", server_url), ("mesh_rest", mesh_url))
                 }
     finally:
+        if in_process is not None:
+            in_process.close()
         server.terminate()
         server.wait(10)
         if mesh is not None:

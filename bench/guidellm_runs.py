@@ -35,7 +35,10 @@ def run(
     requests: int,
     out_dir: Path,
 ) -> dict[str, float]:
-    """One guidellm run at fixed concurrency; returns TTFT p50/p95 and output tokens/s from its JSON."""
+    """One guidellm run at fixed concurrency; returns TTFT p50/p95 and output tokens/s from its JSON.
+
+    Its start-up probe (GET /health) is off: llama_cpp.server has no such route.
+    """
     prompts = out_dir / "guidellm-prompts.jsonl"
     prompts.write_text(
         "".join(
@@ -49,7 +52,7 @@ def run(
             "run",
             "--backend",
             f"kind=openai_http,target={base_url.removesuffix('/v1')},model={model},"
-            "request_format=/v1/chat/completions",
+            "request_format=/v1/chat/completions,validate_backend=false",
             "--profile",
             f"kind=concurrent,streams={concurrency}",
             "--constraint",
@@ -68,9 +71,12 @@ def run(
     )
     metrics = json.loads(result_path.read_text())["benchmarks"][0]["metrics"]
     ttft = metrics["time_to_first_token_ms"]["successful"]["percentiles"]
+    totals = metrics["request_totals"]
     return {
         "ttft_p50_ms": float(ttft["p50"]),
         "ttft_p95_ms": float(ttft["p95"]),
         "aggregate_tokens_per_s": float(metrics["output_tokens_per_second"]["successful"]["mean"]),
         "requests_per_s": float(metrics["requests_per_second"]["successful"]["mean"]),
+        "successful": float(totals["successful"]),
+        "errored": float(totals["errored"]),
     }
