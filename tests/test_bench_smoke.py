@@ -6,6 +6,7 @@ from bench.audio_bench import run as run_audio_bench
 from bench.chat_bench import SYSTEMS, ratio_lines
 from bench.chat_bench import run as run_chat_bench
 from bench.lease_bench import run as run_lease_bench
+from bench.swap_bench import run as run_swap_bench
 from tests.e2e.mesh import PROJECT_ROOT
 
 
@@ -36,3 +37,11 @@ def test_chat_bench_runs_all_four_systems_and_writes_its_reports(tmp_path: Path)
     assert all(figures["errors"] == 0 and figures["aggregate_tokens_per_s"] > 0 for figures in level.values())
     assert {p.name for p in tmp_path.iterdir()} >= {"chat.json", "chat.md", "chat.png"}
     assert any(line.startswith("c=2 mesh_rest aggregate_ratio=") for line in ratio_lines(report["summary"]))
+
+
+def test_swap_bench_runs_and_reports_swap_over_raw_load(tmp_path: Path) -> None:
+    results = run_swap_bench(
+        rounds=1, models_dir=PROJECT_ROOT / ".cache" / "test-models", log_path=tmp_path / "log"
+    )
+    assert results["gemma-3-270m_raw_load_s"] > 0
+    assert "smollm2-135m-instruct_swap_over_raw_load" in results

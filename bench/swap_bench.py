@@ -1,0 +1,91 @@
+"""Model swap time through the mesh vs the raw load time of the same models in-process.
+
+The mesh runs with a RAM budget that holds one of the two chat models, so a request for the other one
+makes the scheduler unload the first (the owner confirms) and the service load the second. The swap is
+timed as the latency of a 1-token request that needs it, minus that of a 1-token request that does not;
+the raw figure is `llama_cpp.Llama(...)` for the same file in a fresh process-local load.
+
+    python -m bench.swap_bench [--rounds N] [--json PATH]
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import llama_cpp
+import openai
+
+from multai.bundled_models import install_bundled
+from multai.registry import read_manifest
+from tests.e2e.mesh import PROJECT_ROOT, SWAP_RAM_BUDGET_BYTES, start_mesh
+
+MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+THREADS = 2
+
+
+def raw_load_seconds(model_path: Path) -> float:
+    started = time.perf_counter()
+    llm = llama_cpp.Llama(str(model_path), n_ctx=2048, n_threads=THREADS, verbose=False)
+    elapsed = time.perf_counter() - started
+    llm.close()
+    return elapsed
+
+
+def run(rounds: int, models_dir: Path, log_path: Path) -> dict[str, float]:
+    """Median swap and raw load times over `rounds` alternations; ratio swap / raw load."""
+    install_bundled(models_dir, list(MODELS))
+    raw = {
+        m: statistics.median(
+            raw_load_seconds(read_manifest(models_dir / m).file_path()) for _ in range(rounds)
+        )
+        for m in MODELS
+    }
+    mesh = start_mesh(
+        models_dir, log_path, n_threads=str(THREADS), ram_budget_bytes=str(SWAP_RAM_BUDGET_BYTES)
+    )
+    try:
+        client = openai.OpenAI(base_url=mesh.base_url, api_key="bench", max_retries=0, timeout=120)
+
+        def one_token(model: str) -> float:
+            started = time.perf_counter()
+            client.completions.create(model=model, prompt="Hello", max_tokens=1, temperature=0)
+            return time.perf_counter() - started
+
+        one_token(MODELS[0])
+        swaps: dict[str, list[float]] = {m: [] for m in MODELS}
+        for _ in range(rounds):
+            for model in (MODELS[1], MODELS[0]):
+                with_swap = one_token(model)
+                warm = one_token(model)
+                swaps[model].append(with_swap - warm)
+    finally:
+        mesh.stop()
+    results: dict[str, float] = {}
+    for model in MODELS:
+        swap = statistics.median(swaps[model])
+        results[f"{model}_raw_load_s"] = raw[model]
+        results[f"{model}_swap_in_s"] = swap
+        results[f"{model}_swap_over_raw_load"] = swap / raw[model]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    results_dir = PROJECT_ROOT / "bench" / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    results = run(args.rounds, PROJECT_ROOT / ".cache" / "bench-models", results_dir / "swap-mesh.log")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    for name, value in results.items():
+        print(f"{name}: {value:.3f}")
+
+
+if __name__ == "__main__":
+    main()
