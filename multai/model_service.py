@@ -18,11 +18,12 @@ MODEL_CONTROL_SERVICE = model_control_pb2.DESCRIPTOR.services_by_name["ModelCont
 
 async def serve_model_service(
     settings: ModelServiceSettings,
-    modality: Modality,
+    service_name: str,
+    modalities: tuple[Modality, ...],
     make_backend: Callable[[ModelManifest], Any],
     add_servicers: Callable[[grpc.aio.Server, ModelHost[Any]], list[str]],
 ) -> None:
-    """Serves the models of one modality found in the models folder until SIGTERM.
+    """Serves the models of the given modalities found in the models folder until SIGTERM.
 
     add_servicers registers the modality's own servicers and returns their full service names;
     ModelControlService, health and reflection come with every service.
@@ -31,9 +32,9 @@ async def serve_model_service(
     # instead of sending a request off the machine.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    registry = ModelRegistry.scan(settings.models_dir, modality=modality)
+    registry = ModelRegistry.scan(settings.models_dir, modalities)
     host: ModelHost[Any] = ModelHost(
-        modality, registry, make_backend, settings.scheduler_address, settings.lease_wait_seconds
+        service_name, registry, make_backend, settings.scheduler_address, settings.lease_wait_seconds
     )
 
     def add_all(server: grpc.aio.Server) -> list[str]:

@@ -3,18 +3,18 @@
 import logging
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from multai.errors import ModelNotFoundError
+from multai.errors import InvalidRequestError, ModelNotFoundError
 
 MANIFEST_NAME = "model.toml"
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-Modality = Literal["chat", "audio", "image", "vision"]
+Modality = Literal["chat", "embedding", "audio", "image", "vision"]
 Backend = Literal[
     "llama_cpp", "faster_whisper", "piper", "bark", "diffusers", "llava", "sentence_transformers"
 ]
@@ -99,8 +99,9 @@ class ModelRegistry:
                 self._by_name[alias] = manifest
 
     @classmethod
-    def scan(cls, models_dir: Path, modality: Modality | None = None) -> "ModelRegistry":
-        """Reads every manifest under models_dir; broken folders are logged and skipped, never fatal."""
+    def scan(cls, models_dir: Path, modalities: Collection[Modality] | None = None) -> "ModelRegistry":
+        """Reads every manifest under models_dir (of the given modalities, or all); broken folders are
+        logged and skipped, never fatal."""
         manifests = []
         if models_dir.is_dir():
             for folder in sorted(p for p in models_dir.iterdir() if (p / MANIFEST_NAME).is_file()):
@@ -109,7 +110,7 @@ class ModelRegistry:
                 except (ValueError, OSError) as exc:
                     log.warning("skipping model folder %s: %s", folder, exc)
                     continue
-                if modality is None or manifest.modality == modality:
+                if modalities is None or manifest.modality in modalities:
                     manifests.append(manifest)
         return cls(manifests)
 
@@ -118,6 +119,17 @@ class ModelRegistry:
         manifest = self._by_name.get(name) if is_valid_model_name(name) else None
         if manifest is None:
             raise ModelNotFoundError(name)
+        return manifest
+
+    def resolve_for(self, name: str, backends: Collection[str], purpose: str) -> ModelManifest:
+        """The manifest, if its engine serves `purpose`; otherwise a 400 that names the models that do."""
+        manifest = self.resolve(name)
+        if manifest.backend not in backends:
+            fitting = ", ".join(m.id for m in self.models() if m.backend in backends) or "none installed"
+            raise InvalidRequestError(
+                f"'{name}' cannot be used for {purpose}; use one of: {fitting}",
+                param="model",
+            )
         return manifest
 
     def models(self) -> list[ModelManifest]:

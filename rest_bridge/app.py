@@ -19,10 +19,11 @@ from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import model_control_pb2_grpc
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
-from rest_bridge.routes import audio, chat, completions, health, models
+from rest_bridge.routes import audio, chat, completions, embeddings, health, models
 from rest_bridge.serving.audio import AudioServing
 from rest_bridge.serving.chat import ChatServing
 from rest_bridge.serving.completions import CompletionServing
+from rest_bridge.serving.embeddings import EmbeddingServing
 from rest_bridge.serving.models import ModelsServing
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -89,6 +90,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         chat_stub = chat_pb2_grpc.ChatServiceStub(channels["chat"])
         app.state.chat = ChatServing(chat_stub, timeout)
         app.state.completions = CompletionServing(chat_stub, timeout)
+        app.state.embeddings = EmbeddingServing(chat_stub, timeout)
         app.state.audio = AudioServing(audio_pb2_grpc.AudioServiceStub(channels["audio"]), timeout)
         app.state.models = ModelsServing(
             [model_control_pb2_grpc.ModelControlServiceStub(channels[name]) for name in ("chat", "audio")]
@@ -99,7 +101,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             await channel.close()
 
     app = FastAPI(title="MultAI", version="0.1.0", lifespan=lifespan)
-    for module in (chat, completions, audio, models, health):
+    for module in (chat, completions, embeddings, audio, models, health):
         app.include_router(module.router)
 
     app.add_middleware(RequestIdMiddleware)

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rest_bridge.protocol.common import OpenAIModel
+from rest_bridge.protocol.common import Prioritized
 
 TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 TimestampGranularity = Literal["word", "segment"]
@@ -13,7 +13,7 @@ SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 
 
-class SpeechRequest(OpenAIModel):
+class SpeechRequest(Prioritized):
     """The body of /v1/audio/speech."""
 
     model: str = Field(min_length=1)
@@ -21,9 +21,6 @@ class SpeechRequest(OpenAIModel):
     voice: str = Field(min_length=1, description="An OpenAI voice name, or the model's own voice or preset.")
     response_format: SpeechFormat = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
-    priority: int | None = Field(
-        None, ge=0, le=2, description="Queue level: 0 urgent, 1 normal, 2 background."
-    )
 
 
 class TranscriptionWord(BaseModel):

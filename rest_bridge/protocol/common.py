@@ -9,6 +9,14 @@ class OpenAIModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class Prioritized(OpenAIModel):
+    """A request that waits in the scheduler's queue; X-MultAI-Priority overrides the field."""
+
+    priority: int | None = Field(
+        None, ge=0, le=2, description="Queue level: 0 urgent, 1 normal, 2 background."
+    )
+
+
 class Usage(BaseModel):
     """Token counts of one request."""
 
@@ -23,7 +31,7 @@ class StreamOptions(OpenAIModel):
     include_usage: bool = Field(False, description="Send a last chunk with the usage of the whole request.")
 
 
-class SamplingFields(OpenAIModel):
+class SamplingFields(Prioritized):
     """Sampling parameters common to chat and completions, with the seed design's llama.cpp extras."""
 
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -43,9 +51,6 @@ class SamplingFields(OpenAIModel):
     )
     n_threads: int | None = Field(None, ge=1, le=256, description="llama.cpp: CPU threads for this request.")
     n_gpu_layers: int | None = Field(None, ge=-1, description="llama.cpp: layers to offload when on the GPU.")
-    priority: int | None = Field(
-        None, ge=0, le=2, description="Queue level: 0 urgent, 1 normal, 2 background."
-    )
 
     def stop_list(self) -> list[str]:
         """`stop` as a list."""

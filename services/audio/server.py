@@ -35,4 +35,4 @@ async def serve(settings: AudioSettings) -> None:
         )
         return [audio_pb2.DESCRIPTOR.services_by_name["AudioService"].full_name]
 
-    await serve_model_service(settings, "audio", make_backend, add_servicers)
+    await serve_model_service(settings, "audio", ("audio",), make_backend, add_servicers)

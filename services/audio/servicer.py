@@ -54,21 +54,10 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         self._host = host
         self._max_speech_input_chars = max_speech_input_chars
 
-    def _resolve(self, name: str, backends: set[str], purpose: str) -> ModelManifest:
-        manifest = self._host.registry.resolve(name)
-        if manifest.backend not in backends:
-            fitting = [m.id for m in self._host.registry.models() if m.backend in backends]
-            raise InvalidRequestError(
-                f"'{name}' cannot be used for {purpose}; use one of: "
-                f"{', '.join(fitting) or 'none installed'}",
-                param="model",
-            )
-        return manifest
-
     async def CreateTranscription(
         self, request: audio_pb2.CreateTranscriptionRequest, context: grpc.aio.ServicerContext
     ) -> audio_pb2.CreateTranscriptionResponse:
-        manifest = self._resolve(request.model, SPEECH_TO_TEXT_BACKENDS, "transcription")
+        manifest = self._host.registry.resolve_for(request.model, SPEECH_TO_TEXT_BACKENDS, "transcription")
         language = request.language.lower() or None
         if language is not None and language not in LANGUAGE_NAMES:
             raise InvalidRequestError(
@@ -89,7 +78,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
     async def CreateTranslation(
         self, request: audio_pb2.CreateTranslationRequest, context: grpc.aio.ServicerContext
     ) -> audio_pb2.CreateTranslationResponse:
-        manifest = self._resolve(request.model, SPEECH_TO_TEXT_BACKENDS, "translation")
+        manifest = self._host.registry.resolve_for(request.model, SPEECH_TO_TEXT_BACKENDS, "translation")
         if not manifest.defaults.get("multilingual", True):
             multilingual = [
                 m.id
@@ -136,7 +125,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
     async def CreateSpeech(
         self, request: audio_pb2.CreateSpeechRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[audio_pb2.CreateSpeechResponse]:
-        manifest = self._resolve(request.model, TEXT_TO_SPEECH_BACKENDS, "speech")
+        manifest = self._host.registry.resolve_for(request.model, TEXT_TO_SPEECH_BACKENDS, "speech")
         text = request.input.strip()
         if not text:
             raise InvalidRequestError("input must not be empty", param="input")

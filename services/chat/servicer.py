@@ -22,6 +22,7 @@ from services.chat.backends.base import (
     Message,
     TextDelta,
 )
+from services.chat.backends.sentence_transformers import SentenceTransformersBackend
 
 FINISH_TO_PB = {
     FinishReason.STOP: chat_pb2.FINISH_REASON_STOP,
@@ -60,7 +61,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.CreateChatCompletionResponse]:
-        manifest = self._host.registry.resolve(request.model)
+        manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "chat completions")
         if not request.messages:
             raise InvalidRequestError("messages must hold at least one message", param="messages")
         for index, m in enumerate(request.messages):
@@ -83,7 +84,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateCompletion(
         self, request: chat_pb2.CreateCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.CreateCompletionResponse]:
-        manifest = self._host.registry.resolve(request.model)
+        manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "completions")
         params = params_from_pb(request.sampling, request.engine)
         prompt = request.prompt
         async for event in self._generate(
@@ -94,6 +95,32 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             lambda backend: lambda cancel: backend.stream_completion(prompt, params, cancel),
         ):
             yield chat_pb2.CreateCompletionResponse(model=manifest.id, **_event_fields(event))
+
+    async def CreateEmbeddings(
+        self, request: chat_pb2.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.CreateEmbeddingsResponse:
+        manifest = self._host.registry.resolve_for(request.model, {"sentence_transformers"}, "embeddings")
+        if not request.inputs:
+            raise InvalidRequestError("input must not be empty", param="input")
+        if any(i.WhichOneof("input") == "text" and not i.text for i in request.inputs):
+            raise InvalidRequestError("input must not contain empty strings", param="input")
+        async with self._host.leased(
+            manifest, request.priority, request.request_id or uuid.uuid4().hex
+        ) as backend:
+            texts = await self._host.run_blocking(_input_texts, backend, list(request.inputs))
+            vectors, tokens = await self._host.run_blocking(backend.embed, texts)
+        native = vectors.shape[1]
+        if request.HasField("dimensions") and request.dimensions != native:
+            raise InvalidRequestError(
+                f"'{manifest.id}' makes {native}-dimensional vectors and cannot shorten them; "
+                f"omit dimensions or set it to {native}",
+                param="dimensions",
+            )
+        return chat_pb2.CreateEmbeddingsResponse(
+            model=manifest.id,
+            embeddings=[chat_pb2.Embedding(values=v.tolist()) for v in vectors],
+            usage=common_pb2.Usage(prompt_tokens=tokens, total_tokens=tokens),
+        )
 
     async def _generate(
         self,
@@ -109,6 +136,23 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         ) as backend:
             async for event in self._host.stream(producer(backend)):
                 yield event
+
+
+def _input_texts(backend: SentenceTransformersBackend, inputs: list[chat_pb2.EmbeddingInput]) -> list[str]:
+    """Texts as given; token-id inputs decoded with the model's own tokenizer (as vLLM reads them)."""
+    vocabulary = backend.vocabulary_size()
+    texts = []
+    for index, item in enumerate(inputs):
+        if item.WhichOneof("input") == "tokens":
+            ids = list(item.tokens.ids)
+            if not ids or any(not 0 <= i < vocabulary for i in ids):
+                raise InvalidRequestError(
+                    f"input[{index}] must hold token ids between 0 and {vocabulary - 1}", param="input"
+                )
+            texts.append(backend.decode(ids))
+        else:
+            texts.append(item.text)
+    return texts
 
 
 def _event_fields(event: GenerationEvent) -> dict[str, object]:

@@ -9,9 +9,15 @@ import openai
 from multai.cli import fetch_status
 from tests.e2e.mesh import PROJECT_ROOT, SWAP_RAM_BUDGET_BYTES, Mesh
 
+CHAT_MODELS = {"smollm2-135m-instruct", "gemma-3-270m"}
 
-def resident_models(mesh: Mesh) -> list[str]:
-    return [r.model for r in asyncio.run(fetch_status(mesh.scheduler_address)).resident_models]
+
+def resident_chat_models(mesh: Mesh) -> list[str]:
+    return [
+        r.model
+        for r in asyncio.run(fetch_status(mesh.scheduler_address)).resident_models
+        if r.model in CHAT_MODELS
+    ]
 
 
 def ask(client: openai.OpenAI, model: str) -> None:
@@ -23,10 +29,10 @@ def test_alternating_models_swap_and_status_shows_it(client: openai.OpenAI, mesh
     evictions_before = asyncio.run(fetch_status(mesh.scheduler_address)).total_evictions
     for model in ["gemma-3-270m", "smollm2-135m-instruct", "gemma-3-270m"]:
         ask(client, model)
-        assert resident_models(mesh) == [model]
+        assert resident_chat_models(mesh) == [model]
 
     status = asyncio.run(fetch_status(mesh.scheduler_address))
-    assert status.total_evictions - evictions_before == 3
+    assert status.total_evictions - evictions_before >= 3
     cpu = status.devices[0]
     assert cpu.budget_bytes == SWAP_RAM_BUDGET_BYTES
     assert 0 < cpu.used_bytes <= SWAP_RAM_BUDGET_BYTES

@@ -42,4 +42,4 @@ def test_unknown_or_malformed_names_are_model_not_found(tmp_path: Path, name: st
 
 def test_modality_filter(tmp_path: Path) -> None:
     write_model(tmp_path, "a", MANIFEST.format(id="model-a", aliases="[]"))
-    assert ModelRegistry.scan(tmp_path, modality="audio").models() == []
+    assert ModelRegistry.scan(tmp_path, ["audio"]).models() == []
