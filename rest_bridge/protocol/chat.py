@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rest_bridge.protocol.common import OpenAIModel, SamplingFields, Usage
 
@@ -30,16 +30,41 @@ class ChatMessageParam(OpenAIModel):
         return "".join(part.text for part in self.content)
 
 
+class JsonSchemaFormat(OpenAIModel):
+    """The schema of response_format json_schema."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(alias="schema", description="A JSON Schema object.")
+    strict: bool | None = Field(None, description="Always enforced: the reply is generated under a grammar.")
+
+
+class ResponseFormatParam(OpenAIModel):
+    """text, json_object (any JSON object) or json_schema (JSON that validates against a schema)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_needed(self) -> "ResponseFormatParam":
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("json_schema is required when type is 'json_schema'")
+        return self
+
+
 class ChatCompletionRequest(SamplingFields):
     """The request body."""
 
     messages: list[ChatMessageParam] = Field(min_length=1)
     model: str = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Replaces max_tokens in newer clients.")
-    # Declared so that they are refused rather than silently ignored until the engine supports them.
+    # Declared so that they are refused rather than silently ignored until the engine supports them
+    # (response_format is supported).
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormatParam | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
 
@@ -48,7 +73,6 @@ class ChatCompletionRequest(SamplingFields):
         unsupported = {
             "logit_bias": bool(self.logit_bias),
             "logprobs": bool(self.logprobs),
-            "response_format": self.response_format not in (None, {"type": "text"}),
             "tools": bool(self.tools),
             "tool_choice": self.tool_choice not in (None, "none"),
         }

@@ -1,5 +1,6 @@
 """/v1/chat/completions: request JSON to protobuf, the ChatService stream back to OpenAI JSON or SSE."""
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from rest_bridge.protocol.chat import (
     ChatCompletionMessage,
     ChatCompletionRequest,
     ChoiceDelta,
+    ResponseFormatParam,
 )
 from rest_bridge.serving.generation import GenerationStream, engine_to_pb, sampling_to_pb, sse_event
 
@@ -31,6 +33,18 @@ def chat_request_to_pb(
         engine=engine_to_pb(request),
         priority=priority,
         request_id=request_id,
+        response_format=response_format_to_pb(request.response_format),
+    )
+
+
+def response_format_to_pb(param: ResponseFormatParam | None) -> chat_pb2.ResponseFormat:
+    """OpenAI's response_format as protobuf; the schema travels as JSON text."""
+    if param is None or param.type == "text":
+        return chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_TEXT)
+    if param.type == "json_object" or param.json_schema is None:
+        return chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
+    return chat_pb2.ResponseFormat(
+        type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=json.dumps(param.json_schema.json_schema)
     )
 
 

@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from threading import Event
 from typing import Any
 
@@ -21,6 +22,7 @@ from services.chat.backends.base import (
     GenerationParams,
     Message,
     TextDelta,
+    UnsupportedSchemaError,
 )
 from services.chat.backends.sentence_transformers import SentenceTransformersBackend
 
@@ -71,7 +73,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     param=f"messages[{index}].role",
                 )
         messages = [Message(m.role, m.content, m.name) for m in request.messages]
-        params = params_from_pb(request.sampling, request.engine)
+        params = replace(
+            params_from_pb(request.sampling, request.engine), **_json_constraint(request.response_format)
+        )
         async for event in self._generate(
             manifest,
             request.priority,
@@ -134,8 +138,22 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         async with self._host.leased(
             manifest, priority, request_id or uuid.uuid4().hex, max_gpu_layers
         ) as backend:
-            async for event in self._host.stream(producer(backend)):
-                yield event
+            try:
+                async for event in self._host.stream(producer(backend)):
+                    yield event
+            except UnsupportedSchemaError as exc:
+                raise InvalidRequestError(str(exc), param="response_format") from exc
+
+
+def _json_constraint(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]:
+    """GenerationParams fields for a response_format."""
+    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
+        return {"json_only": True}
+    if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
+        if not response_format.json_schema:
+            raise InvalidRequestError("json_schema.schema is required", param="response_format")
+        return {"json_only": True, "json_schema": response_format.json_schema}
+    return {}
 
 
 def _input_texts(backend: SentenceTransformersBackend, inputs: list[chat_pb2.EmbeddingInput]) -> list[str]:

@@ -154,7 +154,6 @@ def test_priority_header_and_body_are_validated(client: openai.OpenAI) -> None:
     "extra",
     [
         {"tools": [{"type": "function", "function": {"name": "f"}}]},
-        {"response_format": {"type": "json_object"}},
         {"logprobs": True},
         {"n": 2},
     ],

@@ -37,6 +37,13 @@ class GenerationParams:
     top_k: int | None = None
     repeat_penalty: float | None = None
     n_threads: int | None = None
+    # Constrain the reply to JSON: any object, or one that validates against this schema (JSON text).
+    json_only: bool = False
+    json_schema: str | None = None
+
+
+class UnsupportedSchemaError(ValueError):
+    """The engine cannot turn this JSON Schema into a grammar."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from multai.registry import ModelManifest
 from services.chat.backends.base import (
@@ -17,6 +18,7 @@ from services.chat.backends.base import (
     GenerationParams,
     Message,
     TextDelta,
+    UnsupportedSchemaError,
 )
 
 
@@ -81,6 +83,7 @@ class LlamaCppBackend:
             messages=[_message_dict(m) for m in messages],
             stream=True,
             logits_processor=llama_cpp.LogitsProcessorList([counter]),
+            grammar=_json_grammar(params),
             **self._sampling_kwargs(params),
         )
         yield from self._relay(chunks, counter, cancel, params, lambda c: c["delta"].get("content") or "")
@@ -150,6 +153,18 @@ class LlamaCppBackend:
         if self._llm is None:
             raise RuntimeError(f"model {self._manifest.id} is not loaded")
         return self._llm
+
+
+def _json_grammar(params: GenerationParams) -> LlamaGrammar | None:
+    """A GBNF grammar that only admits JSON (matching the schema when one is given)."""
+    if not params.json_only:
+        return None
+    try:
+        if params.json_schema:
+            return LlamaGrammar.from_json_schema(params.json_schema, verbose=False)
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    except Exception as exc:  # llama.cpp's converter raises plain Exceptions and ValueErrors alike.
+        raise UnsupportedSchemaError(f"the JSON schema cannot be enforced: {exc}") from exc
 
 
 def _message_dict(message: Message) -> dict[str, str]:
