@@ -202,11 +202,11 @@ def main(argv: list[str] | None = None) -> None:
         print(format_status(status))
     elif args.models_command == "list":
         registry = ModelRegistry.scan(settings_common.models_dir)
-        print("MODEL                         MODALITY  BACKEND           SIZE       ALIASES")
+        print("MODEL                         MODALITY  BACKEND                SIZE       ALIASES")
         for m in registry.models():
             label = " (fixture)" if m.fixture else ""
             print(
-                f"{m.id:<29} {m.modality:<9} {m.backend:<17} {_mb(m.size_bytes):<10} "
+                f"{m.id:<29} {m.modality:<9} {m.backend:<22} {_mb(m.size_bytes):<10} "
                 f"{', '.join(m.aliases)}{label}"
             )
     else:

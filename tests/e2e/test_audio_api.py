@@ -256,3 +256,51 @@ def test_bark_fixture_speaks_with_seed_presets_and_is_labelled(client: openai.Op
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="bark-tiny-random", voice="v2/xx_speaker_99", input="Hello")
     assert "v2/en_speaker_6" in caught.value.body["message"]
+
+
+def reencode(wav: bytes, container: str, codec: str) -> bytes:
+    """The wav's audio in another container and codec, as a phone or browser would upload it."""
+    with av.open(io.BytesIO(wav)) as source:
+        frames = list(source.decode(audio=0))
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container) as target:
+        rate = 48_000 if codec == "libopus" else 24_000
+        stream = target.add_stream(codec, rate=rate, layout="mono")
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate)
+        for frame in frames:
+            for resampled in resampler.resample(frame):
+                for packet in stream.encode(resampled):
+                    target.mux(packet)
+        for packet in stream.encode(None):
+            target.mux(packet)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("filename", "container", "codec"),
+    [
+        ("a.flac", "flac", "flac"),
+        ("a.mp3", "mp3", "libmp3lame"),
+        ("a.ogg", "ogg", "libopus"),
+        ("a.m4a", "ipod", "aac"),
+        ("a.mp4", "mp4", "aac"),
+        ("a.webm", "webm", "libopus"),
+    ],
+)
+def test_uploads_in_every_container_openai_accepts(
+    client: openai.OpenAI, spoken: dict, filename: str, container: str, codec: str
+) -> None:
+    data = reencode(spoken[SENTENCES[0]], container, codec)
+    text = client.audio.transcriptions.create(model="whisper-1", file=(filename, data)).text
+    assert word_error_rate(SENTENCES[0], text) <= 0.1, (filename, text)
+
+
+def test_seed_initial_prompt_field_is_accepted(mesh: Mesh, spoken: dict) -> None:
+    response = httpx.post(
+        f"{mesh.base_url}/audio/transcriptions",
+        files={"file": ("a.wav", spoken[SENTENCES[1]], "audio/wav")},
+        data={"model": "whisper-1", "initial_prompt": "A coffee order.", "response_format": "text"},
+        timeout=120,
+    )
+    assert response.status_code == 200
+    assert word_error_rate(SENTENCES[1], response.text) <= 0.1
