@@ -7,9 +7,7 @@ matters is the ratio mesh / in-process (goal >= 0.95).
     python -m bench.audio_bench [--rounds N] [--json PATH]
 """
 
-import argparse
 import io
-import json
 import statistics
 import time
 import wave
@@ -19,9 +17,10 @@ import openai
 from faster_whisper import WhisperModel
 from piper import PiperVoice
 
+from bench.cli import run_mesh_bench
 from multai.bundled_models import install_bundled
 from services.audio.codecs import decode_for_whisper
-from tests.e2e.mesh import PROJECT_ROOT, start_mesh
+from tests.e2e.mesh import start_mesh
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. I would like a cup of coffee with milk, please. "
@@ -104,21 +103,5 @@ def run(rounds: int, models_dir: Path, log_path: Path) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
-    results_dir = PROJECT_ROOT / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    results = run(args.rounds, PROJECT_ROOT / ".cache" / "bench-models", results_dir / "audio-mesh.log")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    for name, value in results.items():
-        print(f"{name}: {value:.3f}")
-
-
 if __name__ == "__main__":
-    main()
+    run_mesh_bench(__doc__, "audio", 5, run)

@@ -8,8 +8,6 @@ the raw figure is `llama_cpp.Llama(...)` for the same file in a fresh process-lo
     python -m bench.swap_bench [--rounds N] [--json PATH]
 """
 
-import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -17,9 +15,10 @@ from pathlib import Path
 import llama_cpp
 import openai
 
+from bench.cli import run_mesh_bench
 from multai.bundled_models import install_bundled
 from multai.registry import read_manifest
-from tests.e2e.mesh import PROJECT_ROOT, SWAP_RAM_BUDGET_BYTES, start_mesh
+from tests.e2e.mesh import SWAP_RAM_BUDGET_BYTES, start_mesh
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 THREADS = 2
@@ -71,21 +70,5 @@ def run(rounds: int, models_dir: Path, log_path: Path) -> dict[str, float]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
-    results_dir = PROJECT_ROOT / "bench" / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    results = run(args.rounds, PROJECT_ROOT / ".cache" / "bench-models", results_dir / "swap-mesh.log")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    for name, value in results.items():
-        print(f"{name}: {value:.3f}")
-
-
 if __name__ == "__main__":
-    main()
+    run_mesh_bench(__doc__, "swap", 5, run)
