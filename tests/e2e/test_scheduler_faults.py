@@ -27,7 +27,13 @@ LONG_STORY = [{"role": "user", "content": "Write a very long story about a drago
 
 @pytest.fixture(scope="module")
 def small_queue_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    mesh = start_mesh(models_dir, tmp_path_factory.mktemp("faults") / "serve.log", max_queue_per_level="1")
+    # A one-second lease TTL: every stream below outlives it, so it lives on renewals alone.
+    mesh = start_mesh(
+        models_dir,
+        tmp_path_factory.mktemp("faults") / "serve.log",
+        max_queue_per_level="1",
+        lease_ttl_seconds="1",
+    )
     yield mesh
     mesh.stop()
 
@@ -230,3 +236,23 @@ def test_scheduler_killed_under_load_no_request_hangs(models_dir: Path, tmp_path
         assert answer.choices[0].message.content
     finally:
         mesh.stop()
+
+
+def test_renewals_keep_a_long_stream_alive_past_the_lease_ttl(small_queue_mesh: Mesh) -> None:
+    client = openai.OpenAI(base_url=small_queue_mesh.base_url, api_key="x", max_retries=0, timeout=120)
+    started = time.monotonic()
+    expiries = []
+    chunks = 0
+    for _ in client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=LONG_STORY, max_tokens=250, stream=True
+    ):
+        chunks += 1
+        if chunks % 50 == 0:
+            expiries.extend(lease.expires_in_seconds for lease in status(small_queue_mesh).leases)
+    assert time.monotonic() - started > 2, (
+        "the stream must outlive the 1 s TTL for this test to mean anything"
+    )
+    assert chunks > 100
+    assert expiries and all(0 < e <= 1.0 for e in expiries)
+    metrics = httpx.get(small_queue_mesh.metrics_url, timeout=5).text
+    assert "multai_scheduler_lease_expirations_total 0.0" in metrics
