@@ -244,7 +244,7 @@ def test_renewals_keep_a_long_stream_alive_past_the_lease_ttl(small_queue_mesh: 
     expiries = []
     chunks = 0
     for _ in client.chat.completions.create(
-        model="smollm2-135m-instruct", messages=LONG_STORY, max_tokens=250, stream=True
+        model="smollm2-135m-instruct", messages=LONG_STORY, max_tokens=400, stream=True
     ):
         chunks += 1
         if chunks % 50 == 0:
