@@ -8,7 +8,6 @@ import grpc
 
 ERROR_CODE_KEY = "multai-error-code"
 ERROR_PARAM_KEY = "multai-error-param"
-RETRY_AFTER_KEY = "multai-retry-after"
 
 
 class MultaiError(Exception):

@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import httpx
@@ -55,7 +55,7 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     restarts: int = 0
-    crash_streak: int = field(default=0)
+    crash_streak: int = 0
 
 
 class Supervisor:

@@ -3,7 +3,7 @@
 import grpc
 from fastapi.responses import JSONResponse
 
-from multai.errors import ERROR_CODE_KEY, ERROR_PARAM_KEY, RETRY_AFTER_KEY
+from multai.errors import ERROR_CODE_KEY, ERROR_PARAM_KEY
 
 # gRPC status -> (HTTP status, OpenAI error.type)
 STATUS_TABLE: dict[grpc.StatusCode, tuple[int, str]] = {
@@ -60,9 +60,7 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> OpenAIError:
     code = exc.code()
     status, error_type = STATUS_TABLE.get(code, (500, "server_error"))
     metadata = dict(exc.trailing_metadata() or ())
-    retry_after = metadata.get(RETRY_AFTER_KEY)
-    if status in (429, 503) and retry_after is None:
-        retry_after = DEFAULT_RETRY_AFTER_SECONDS
+    retry_after = DEFAULT_RETRY_AFTER_SECONDS if status in (429, 503) else None
     message = exc.details() or code.name.lower()
     if code == grpc.StatusCode.UNAVAILABLE:
         message = f"The model service is unavailable ({message}); retry shortly"
@@ -72,7 +70,7 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> OpenAIError:
         type=error_type,
         param=_str_or_none(metadata.get(ERROR_PARAM_KEY)),
         code=_str_or_none(metadata.get(ERROR_CODE_KEY)),
-        retry_after=_str_or_none(retry_after),
+        retry_after=retry_after,
     )
 
 

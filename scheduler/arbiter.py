@@ -184,10 +184,6 @@ class LeaseArbiter:
         """The future that resolves when the waiter is granted, or fails when it is refused."""
         return self._grants[waiter]
 
-    async def wait_for_grant(self, waiter: Waiter) -> Lease:
-        """Resolves when the waiter is granted; raises if it is refused."""
-        return await self._grants[waiter]
-
     def position(self, waiter: Waiter) -> int:
         """The waiter's 0-based place in service order."""
         ordered = self.queue.ordered(self._warm_models())

@@ -111,15 +111,16 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         async with self._host.leased(
             manifest, request.priority, request.request_id or uuid.uuid4().hex
         ) as backend:
+            # Checked once the model is loaded (it knows its size) and before any input is embedded.
+            native = backend.dimensions()
+            if request.HasField("dimensions") and request.dimensions != native:
+                raise InvalidRequestError(
+                    f"'{manifest.id}' makes {native}-dimensional vectors and cannot shorten them; "
+                    f"omit dimensions or set it to {native}",
+                    param="dimensions",
+                )
             texts = await self._host.run_blocking(_input_texts, backend, list(request.inputs))
             vectors, tokens = await self._host.run_blocking(backend.embed, texts)
-        native = vectors.shape[1]
-        if request.HasField("dimensions") and request.dimensions != native:
-            raise InvalidRequestError(
-                f"'{manifest.id}' makes {native}-dimensional vectors and cannot shorten them; "
-                f"omit dimensions or set it to {native}",
-                param="dimensions",
-            )
         return chat_pb2.CreateEmbeddingsResponse(
             model=manifest.id,
             embeddings=[chat_pb2.Embedding(values=v.tolist()) for v in vectors],

@@ -20,9 +20,9 @@ async def test_vanished_holder_frees_its_lease_for_the_next_waiter() -> None:
     a = arbiter(1000)
     crashed = a.register("chat", 1, {"m": Footprint(100 * MB)}, {})
     healthy = a.register("chat", 2, {"m": Footprint(100 * MB)}, {})
-    lease = await a.wait_for_grant(a.enqueue(crashed.service_id, "r1", "m", Level.NORMAL))
+    lease = await a.grant_of(a.enqueue(crashed.service_id, "r1", "m", Level.NORMAL))
     second = a.enqueue(healthy.service_id, "r2", "m", Level.NORMAL)
-    waiting = asyncio.ensure_future(a.wait_for_grant(second))
+    waiting = asyncio.ensure_future(a.grant_of(second))
     await asyncio.sleep(0.01)
     assert not waiting.done()  # one CPU lease at a time
 
@@ -35,9 +35,9 @@ async def test_model_that_does_not_fit_evicts_idle_one_after_unload_ack() -> Non
     a = arbiter(300)
     service = a.register("chat", 1, {"small": Footprint(100 * MB), "big": Footprint(250 * MB)}, {})
     waiter = a.enqueue(service.service_id, "r1", "small", Level.NORMAL)
-    a.leave(waiter, await a.wait_for_grant(waiter))
+    a.leave(waiter, await a.grant_of(waiter))
 
-    big = asyncio.ensure_future(a.wait_for_grant(a.enqueue(service.service_id, "r2", "big", Level.NORMAL)))
+    big = asyncio.ensure_future(a.grant_of(a.enqueue(service.service_id, "r2", "big", Level.NORMAL)))
     assert service.unload_commands.get_nowait() == "small"
     await asyncio.sleep(0.01)
     assert not big.done()
@@ -51,13 +51,13 @@ async def test_model_larger_than_memory_is_refused() -> None:
     service = a.register("chat", 1, {"huge": Footprint(500 * MB)}, {})
     waiter = a.enqueue(service.service_id, "r1", "huge", Level.URGENT)
     with pytest.raises(ResourceExhaustedError, match="400000000 bytes missing"):
-        await a.wait_for_grant(waiter)
+        await a.grant_of(waiter)
 
 
 async def test_unrenewed_lease_expires_and_renewal_stops_at_the_hard_deadline() -> None:
     a = arbiter(1000, LeaseTerms(ttl_seconds=0.2, max_seconds=0.5))
     service = a.register("chat", 1, {"m": Footprint(10 * MB)}, {})
-    lease = await a.wait_for_grant(a.enqueue(service.service_id, "r1", "m", Level.NORMAL))
+    lease = await a.grant_of(a.enqueue(service.service_id, "r1", "m", Level.NORMAL))
     await asyncio.sleep(0.1)
     assert 0.15 < a.renew(lease) <= 0.2
     await asyncio.sleep(0.15)
@@ -72,7 +72,7 @@ async def test_queue_full_is_resource_exhausted() -> None:
     planner = MemoryPlanner(FakeProbe(None, 10**9), {DeviceKind.CPU: 1, DeviceKind.GPU: 1})
     a = LeaseArbiter(planner, LeaseQueue(max_per_level=1))
     service = a.register("chat", 1, {"m": Footprint(MB)}, {})
-    await a.wait_for_grant(a.enqueue(service.service_id, "holder", "m", Level.NORMAL))
+    await a.grant_of(a.enqueue(service.service_id, "holder", "m", Level.NORMAL))
     a.enqueue(service.service_id, "waiting", "m", Level.NORMAL)
     with pytest.raises(ResourceExhaustedError, match="full"):
         a.enqueue(service.service_id, "overflow", "m", Level.NORMAL)
@@ -85,7 +85,7 @@ async def test_fencing_tokens_increase_within_and_across_scheduler_instances() -
     tokens = []
     for i in range(3):
         waiter = first.enqueue(service.service_id, f"r{i}", "m", Level.NORMAL)
-        lease = await first.wait_for_grant(waiter)
+        lease = await first.grant_of(waiter)
         tokens.append(lease.fencing_token)
         first.leave(waiter, lease)
     assert tokens == sorted(tokens) and len(set(tokens)) == 3 and tokens[0] >= first.fencing_floor
@@ -97,7 +97,7 @@ async def test_measured_footprint_replaces_the_manifest_estimate() -> None:
     a = arbiter(1000)
     service = a.register("chat", 1, {"m": Footprint(100 * MB, n_layers=30)}, {})
     waiter = a.enqueue(service.service_id, "r1", "m", Level.NORMAL)
-    lease = await a.wait_for_grant(waiter)
+    lease = await a.grant_of(waiter)
     a.model_resident(service.service_id, "m", DeviceKind.CPU, 240 * MB, load_seconds=0.3)
     a.leave(waiter, lease)
     assert a.resident["m"].size_bytes == 240 * MB
