@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multai.fixtures import build_bark_fixture
+from multai.fixtures.bark import build_bark_fixture
 from multai.registry import read_manifest
 from services.audio.backends.bark import BarkBackend
 from services.audio.backends.base import OPENAI_VOICES, PcmChunk, UnknownVoiceError
