@@ -12,6 +12,7 @@ import torch
 from transformers import BarkModel, BarkProcessor
 
 from multai.registry import ModelManifest
+from multai.torch_runtime import leased_device, release_device_memory, seeded_generation, weights_dtype
 from services.audio.backends.base import OPENAI_VOICES, PcmChunk, UnknownVoiceError
 
 DEFAULT_SAMPLE_RATE = 24_000
@@ -22,9 +23,6 @@ ENGLISH_PRESET_PREFIX = "v2/en_speaker_"
 SPEAKER_EMBEDDINGS_FILE = "speaker_embeddings_path.json"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 INT16_MAX = np.iinfo(np.int16).max
-
-# Seeding is process-wide in torch, so concurrent generations would draw from each other's sequence.
-_SEEDED_GENERATION_LOCK = threading.Lock()
 
 
 def split_sentences(text: str) -> list[str]:
@@ -57,22 +55,20 @@ class BarkBackend:
 
     def load(self, use_gpu: bool, gpu_layers: int) -> int:
         """Loads the model and its processor; Bark cannot be split by layers, so gpu_layers is ignored."""
-        self._device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        # Half precision halves GPU memory at no audible cost; CPUs are slow at it.
-        dtype = torch.float16 if self._device.type == "cuda" else torch.float32
+        self._device = leased_device(use_gpu)
         # Local paths and local_files_only: loading never reaches for the Hub.
-        model = BarkModel.from_pretrained(self.manifest.folder, dtype=dtype, local_files_only=True)
+        model = BarkModel.from_pretrained(
+            self.manifest.folder, dtype=weights_dtype(self._device), local_files_only=True
+        )
         self._model = model.to(self._device).eval()
         self._processor = BarkProcessor.from_pretrained(str(self.manifest.folder), local_files_only=True)
         return sum(p.numel() * p.element_size() for p in self._model.parameters())
 
     def unload(self) -> None:
         """Drops the model; the GPU cache is emptied so the memory is visible as free."""
-        on_gpu = self._device.type == "cuda"
         self._model = None
         self._processor = None
-        if on_gpu:
-            torch.cuda.empty_cache()
+        release_device_memory(self._device)
 
     def voices(self) -> list[str]:
         """The voice presets, sorted: the loaded processor's, else the manifest's, else the folder's."""
@@ -121,20 +117,9 @@ class BarkBackend:
         # the early stop that generation_config.json asks for.
         min_eos_p = getattr(generation_config, "semantic_config", {}).get("min_eos_p")
         # Bark is meant to be sampled, as Suno's reference does; greedy decoding tends to loop.
-        with (
-            _SEEDED_GENERATION_LOCK,
-            torch.random.fork_rng(devices=self._rng_devices()),
-            torch.inference_mode(),
-        ):
-            torch.manual_seed(GENERATION_SEED)
+        with seeded_generation(GENERATION_SEED, self._device), torch.inference_mode():
             audio = model.generate(
                 **tensors, history_prompt=history_prompt, do_sample=True, min_eos_p=min_eos_p
             )
         waveform = audio[0].float().cpu().numpy()
         return waveform, int(getattr(generation_config, "sample_rate", None) or DEFAULT_SAMPLE_RATE)
-
-    def _rng_devices(self) -> list[int]:
-        """The CUDA devices whose generators the seed must also set and restore afterwards."""
-        if self._device.type != "cuda":
-            return []
-        return [self._device.index if self._device.index is not None else torch.cuda.current_device()]
