@@ -1,0 +1,1 @@
+"""Text-to-image engines behind one small interface; backends never import grpc."""
