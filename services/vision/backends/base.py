@@ -1,0 +1,33 @@
+"""The plain data a vision-language engine exchanges with the servicer; light enough to import anywhere."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class VisionTurn:
+    """One turn of a conversation: text parts and encoded images (PNG, JPEG, WebP, GIF bytes), in order."""
+
+    # "system", "user" or "assistant"; the servicer has checked it.
+    role: str
+    parts: list[str | bytes]
+
+
+@dataclass(frozen=True)
+class VisionSampling:
+    """Sampling controls; None takes the engine's default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VisionDone:
+    """The end of a reply: why it ended ("stop" or "length") and its token counts."""
+
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int

@@ -1,0 +1,91 @@
+"""VisionService: the only place this service touches protobuf."""
+
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
+
+from multai.chat.v1 import chat_pb2
+from multai.common.v1 import common_pb2
+from multai.errors import InvalidRequestError
+from multai.model_host import ModelHost
+from multai.vision.v1 import vision_pb2, vision_pb2_grpc
+
+VISION_BACKENDS = {"llava"}
+ROLES = {"system", "user", "assistant"}
+FINISH_TO_PB = {"stop": chat_pb2.FINISH_REASON_STOP, "length": chat_pb2.FINISH_REASON_LENGTH}
+
+
+def turns_from_pb(messages: list[vision_pb2.VisionMessage], max_images: int) -> list[VisionTurn]:
+    """The conversation as the backend takes it, checked for roles and the image count."""
+    if not messages:
+        raise InvalidRequestError("messages must hold at least one message", param="messages")
+    turns = []
+    for index, message in enumerate(messages):
+        # OpenAI's "developer" role is the newer name of "system".
+        role = "system" if message.role == "developer" else message.role
+        if role not in ROLES:
+            raise InvalidRequestError(
+                f"messages[{index}].role must be one of {sorted(ROLES)}", param=f"messages[{index}].role"
+            )
+        parts: list[str | bytes] = [
+            part.image if part.WhichOneof("part") == "image" else part.text for part in message.parts
+        ]
+        turns.append(VisionTurn(role, parts))
+    images = sum(isinstance(part, bytes) for turn in turns for part in turn.parts)
+    if images > max_images:
+        raise InvalidRequestError(
+            f"the conversation carries {images} images; this service takes at most {max_images}",
+            param="messages",
+        )
+    return turns
+
+
+def sampling_from_pb(sampling: chat_pb2.SamplingParams) -> VisionSampling:
+    """The sampling fields LLaVA generation uses."""
+    return VisionSampling(
+        max_tokens=sampling.max_tokens if sampling.HasField("max_tokens") else None,
+        temperature=sampling.temperature if sampling.HasField("temperature") else None,
+        top_p=sampling.top_p if sampling.HasField("top_p") else None,
+        seed=sampling.seed if sampling.HasField("seed") else None,
+        stop=list(sampling.stop),
+    )
+
+
+class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
+    """Streams replies about images, each under a scheduler lease."""
+
+    def __init__(self, host: ModelHost[Any], max_images_per_request: int) -> None:
+        self._host = host
+        self._max_images = max_images_per_request
+
+    async def CreateVisionCompletion(
+        self, request: vision_pb2.CreateVisionCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[vision_pb2.CreateVisionCompletionResponse]:
+        manifest = self._host.registry.resolve_for(request.model, VISION_BACKENDS, "vision")
+        turns = turns_from_pb(list(request.messages), self._max_images)
+        sampling = sampling_from_pb(request.sampling)
+
+        async with self._host.leased(
+            manifest, request.priority, request.request_id or uuid.uuid4().hex
+        ) as backend:
+
+            def generate(cancel: threading.Event) -> Iterator[str | VisionDone]:
+                return backend.generate(turns, sampling, cancel)
+
+            async for event in self._host.stream(generate):
+                if isinstance(event, VisionDone):
+                    yield vision_pb2.CreateVisionCompletionResponse(
+                        model=manifest.id,
+                        finish_reason=FINISH_TO_PB[event.finish_reason],
+                        usage=common_pb2.Usage(
+                            prompt_tokens=event.prompt_tokens,
+                            completion_tokens=event.completion_tokens,
+                            total_tokens=event.prompt_tokens + event.completion_tokens,
+                        ),
+                    )
+                elif event:
+                    yield vision_pb2.CreateVisionCompletionResponse(model=manifest.id, delta=event)
