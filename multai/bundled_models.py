@@ -187,15 +187,27 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
 }
 
 
-def _fixture_builders() -> dict[str, Callable[[Path], Path]]:
-    # Imported on demand: building fixtures needs torch and transformers.
-    from multai.fixtures import build_bark_fixture
-
-    return {"bark-tiny-random": build_bark_fixture}
-
-
-FIXTURE_MODELS = ("bark-tiny-random",)
+# Each fixture's builder, imported only when built: building needs torch and transformers or diffusers.
+FIXTURE_BUILDERS = {
+    "bark-tiny-random": ("multai.fixtures.bark", "build_bark_fixture"),
+    "sdxl-tiny-random": ("multai.fixtures.sdxl", "build_sdxl_fixture"),
+    "llava-tiny-random": ("multai.fixtures.llava", "build_llava_fixture"),
+}
+FIXTURE_MODELS = tuple(FIXTURE_BUILDERS)
 ALL_MODELS = (*BUNDLED_MODELS, *FIXTURE_MODELS)
+
+
+def _write_model(name: str, staging: Path) -> None:
+    """Writes a default model's files and manifest into the empty folder staging."""
+    if name in FIXTURE_BUILDERS:
+        module, function = FIXTURE_BUILDERS[name]
+        getattr(importlib.import_module(module), function)(staging)
+        return
+    bundled = BUNDLED_MODELS[name]
+    bundled.write_files(staging)
+    size = sum((staging / f).stat().st_size for f in bundled.manifest["files"])
+    manifest = {"id": name, **bundled.manifest, "size_bytes": size, "created": int(time.time())}
+    (staging / MANIFEST_NAME).write_bytes(tomli_w.dumps(manifest).encode())
 
 
 def install_bundled(models_dir: Path, names: list[str] | None = None) -> list[Path]:
@@ -212,20 +224,18 @@ def install_bundled(models_dir: Path, names: list[str] | None = None) -> list[Pa
         if (folder / MANIFEST_NAME).is_file():
             folders.append(folder)
             continue
-        if name in FIXTURE_MODELS:
-            log.info("building the fixture %s into %s", name, folder)
-            folders.append(_fixture_builders()[name](folder))
-            continue
-        bundled = BUNDLED_MODELS[name]
-        log.info("installing %s from %s into %s", name, ", ".join(bundled.packages), folder)
-        staging = models_dir / f".{name}.partial"
+        log.info("writing %s into %s", name, folder)
+        # A staging folder of this process's own, so that concurrent installs never share one.
+        staging = models_dir / f".{name}.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        bundled.write_files(staging)
-        size = sum((staging / f).stat().st_size for f in bundled.manifest["files"])
-        manifest = {"id": name, **bundled.manifest, "size_bytes": size, "created": int(time.time())}
-        (staging / MANIFEST_NAME).write_bytes(tomli_w.dumps(manifest).encode())
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        _write_model(name, staging)
+        if (folder / MANIFEST_NAME).is_file():
+            # Another install finished the same model meanwhile; its folder is just as good.
+            shutil.rmtree(staging)
+        else:
+            # What is left of an interrupted install, without a manifest, is incomplete.
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
         folders.append(folder)
     return folders

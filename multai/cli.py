@@ -34,18 +34,36 @@ class ServeSettings(MultaiSettings):
     scheduler_port: int = Field(50050, description="Scheduler gRPC port.")
     chat_port: int = Field(50051, description="Chat service gRPC port.")
     audio_port: int = Field(50052, description="Audio service gRPC port.")
+    image_port: int = Field(50053, description="Image service gRPC port.")
+    vision_port: int = Field(50054, description="Vision service gRPC port.")
     metrics_port: int = Field(50059, ge=0, description="Scheduler's Prometheus /metrics port; 0 disables it.")
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
     stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
 
 
+MODEL_SERVICES = ("chat", "audio", "image", "vision")
+
+
 def mesh_children(settings: ServeSettings) -> list[Child]:
     """The processes of the local mesh, in start order."""
     scheduler = f"127.0.0.1:{settings.scheduler_port}"
-    chat = f"127.0.0.1:{settings.chat_port}"
-    audio = f"127.0.0.1:{settings.audio_port}"
     common = ["--models-dir", str(settings.models_dir), "--log-level", settings.log_level]
+    ports = {name: getattr(settings, f"{name}_port") for name in MODEL_SERVICES}
+    addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+
+    def model_service(name: str) -> Child:
+        return Child(
+            name,
+            python_module(
+                f"services.{name}", "--port", str(ports[name]), "--scheduler-address", scheduler, *common
+            ),
+            lambda: grpc_serving(addresses[name]),
+        )
+
+    bridge_addresses = [
+        argument for name in MODEL_SERVICES for argument in (f"--{name}-address", addresses[name])
+    ]
     return [
         Child(
             "scheduler",
@@ -59,25 +77,7 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
             ),
             lambda: grpc_serving(scheduler),
         ),
-        Child(
-            "chat",
-            python_module(
-                "services.chat", "--port", str(settings.chat_port), "--scheduler-address", scheduler, *common
-            ),
-            lambda: grpc_serving(chat),
-        ),
-        Child(
-            "audio",
-            python_module(
-                "services.audio",
-                "--port",
-                str(settings.audio_port),
-                "--scheduler-address",
-                scheduler,
-                *common,
-            ),
-            lambda: grpc_serving(audio),
-        ),
+        *(model_service(name) for name in MODEL_SERVICES),
         Child(
             "rest_bridge",
             python_module(
@@ -86,10 +86,7 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
                 settings.host,
                 "--port",
                 str(settings.port),
-                "--chat-address",
-                chat,
-                "--audio-address",
-                audio,
+                *bridge_addresses,
                 "--scheduler-address",
                 scheduler,
                 *common,
