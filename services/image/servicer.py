@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
-from services.image.backends.base import FinishedImage, ImageRequest, StepDone
 
 from multai.errors import InvalidRequestError
 from multai.image.v1 import image_pb2, image_pb2_grpc
 from multai.model_host import ModelHost
 from multai.registry import ModelManifest
+from services.image.backends.base import FinishedImage, ImageRequest, StepDone
 from services.image.config import ImageSettings
 
 TEXT_TO_IMAGE_BACKENDS = {"diffusers"}

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
-from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
 from multai.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
 
 VISION_BACKENDS = {"llava"}
 ROLES = {"system", "user", "assistant"}
