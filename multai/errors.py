@@ -9,6 +9,30 @@ import grpc
 ERROR_CODE_KEY = "multai-error-code"
 ERROR_PARAM_KEY = "multai-error-param"
 
+# The one mapping of a gRPC status to the HTTP status and OpenAI `error.type` that a caller sees: the REST
+# bridge answers with it and the gRPC client library (`multai.client`) raises the matching exception.
+HTTP_ERRORS: dict[grpc.StatusCode, tuple[int, str]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error"),
+    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error"),
+    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
+    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error"),
+    grpc.StatusCode.NOT_FOUND: (404, "invalid_request_error"),
+    grpc.StatusCode.ALREADY_EXISTS: (409, "invalid_request_error"),
+    grpc.StatusCode.ABORTED: (409, "server_error"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    grpc.StatusCode.CANCELLED: (499, "server_error"),
+    grpc.StatusCode.UNIMPLEMENTED: (501, "server_error"),
+    grpc.StatusCode.UNAVAILABLE: (503, "server_error"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout"),
+}
+UNMAPPED_HTTP_ERROR = (500, "server_error")
+
+
+def http_error(status: grpc.StatusCode) -> tuple[int, str]:
+    """The HTTP status and OpenAI `error.type` of a failed call's gRPC status."""
+    return HTTP_ERRORS.get(status, UNMAPPED_HTTP_ERROR)
+
 
 class MultaiError(Exception):
     """A failure with a gRPC status, an OpenAI error code and the request parameter at fault."""

@@ -1,26 +1,10 @@
-"""The one mapping from gRPC status to HTTP status and OpenAI's error JSON, used by every route."""
+"""OpenAI's error JSON for every route, from the one gRPC status mapping in `multai.errors`."""
 
 import grpc
 from fastapi.responses import JSONResponse
 
-from multai.errors import ERROR_CODE_KEY, ERROR_PARAM_KEY
+from multai.errors import ERROR_CODE_KEY, ERROR_PARAM_KEY, http_error
 
-# gRPC status -> (HTTP status, OpenAI error.type)
-STATUS_TABLE: dict[grpc.StatusCode, tuple[int, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
-    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error"),
-    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error"),
-    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
-    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error"),
-    grpc.StatusCode.NOT_FOUND: (404, "invalid_request_error"),
-    grpc.StatusCode.ALREADY_EXISTS: (409, "invalid_request_error"),
-    grpc.StatusCode.ABORTED: (409, "server_error"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
-    grpc.StatusCode.CANCELLED: (499, "server_error"),
-    grpc.StatusCode.UNIMPLEMENTED: (501, "server_error"),
-    grpc.StatusCode.UNAVAILABLE: (503, "server_error"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout"),
-}
 DEFAULT_RETRY_AFTER_SECONDS = "1"
 
 
@@ -58,7 +42,7 @@ class OpenAIError(Exception):
 def from_rpc_error(exc: grpc.aio.AioRpcError) -> OpenAIError:
     """Translates a failed gRPC call, keeping the code and param the service attached."""
     code = exc.code()
-    status, error_type = STATUS_TABLE.get(code, (500, "server_error"))
+    status, error_type = http_error(code)
     metadata = dict(exc.trailing_metadata() or ())
     retry_after = DEFAULT_RETRY_AFTER_SECONDS if status in (429, 503) else None
     message = exc.details() or code.name.lower()

@@ -8,15 +8,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from multai.audio.v1 import audio_pb2, audio_pb2_grpc
 from multai.common.v1 import common_pb2
+from multai.openai_objects import verbose_transcript_fields
 from rest_bridge.errors import OpenAIError, invalid_request
 from rest_bridge.protocol.audio import (
     MAX_UPLOAD_BYTES,
     SpeechRequest,
     TimestampGranularity,
     TranscriptionFormat,
-    TranscriptionSegment,
     TranscriptionVerbose,
-    TranscriptionWord,
 )
 from rest_bridge.serving.rpc import call_unary, open_stream
 
@@ -82,32 +81,9 @@ def to_verbose(
     transcript: audio_pb2.Transcript, task: str, granularities: list[TimestampGranularity]
 ) -> TranscriptionVerbose:
     """verbose_json: segments unless only words were asked for; words only when asked for."""
-    wanted = set(granularities or ["segment"])
     return TranscriptionVerbose(
         task="translate" if task == "translate" else "transcribe",
-        language=transcript.language,
-        duration=transcript.duration,
-        text=transcript.text,
-        segments=[
-            TranscriptionSegment(
-                id=s.id,
-                seek=s.seek,
-                start=s.start,
-                end=s.end,
-                text=s.text,
-                tokens=list(s.tokens),
-                temperature=s.temperature,
-                avg_logprob=s.avg_logprob,
-                compression_ratio=s.compression_ratio,
-                no_speech_prob=s.no_speech_prob,
-            )
-            for s in transcript.segments
-        ]
-        if "segment" in wanted
-        else None,
-        words=[TranscriptionWord(word=w.word, start=w.start, end=w.end) for w in transcript.words]
-        if "word" in wanted
-        else None,
+        **verbose_transcript_fields(transcript, granularities),
     )
 
 
