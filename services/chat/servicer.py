@@ -1,10 +1,12 @@
 """ChatService and ModelControlService for the chat models: the only place this service touches protobuf."""
 
+import json
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from threading import Event
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message as Message_pb
@@ -18,19 +20,50 @@ from services.chat.backends.base import (
     ChatBackend,
     Finished,
     FinishReason,
+    FunctionTool,
     GenerationEvent,
     GenerationParams,
+    InvalidParameterError,
     Message,
     TextDelta,
+    TokenLogprob,
+    ToolCall,
     UnsupportedSchemaError,
 )
 from services.chat.backends.sentence_transformers import SentenceTransformersBackend
+from services.chat.tools import (
+    CallStart,
+    ContentPiece,
+    ReplyParser,
+    ReplyPiece,
+    ToolMode,
+    check_tools,
+    forced_call_schema,
+    reply_parser,
+    resolve_tool_choice,
+)
+
+log = logging.getLogger(__name__)
 
 FINISH_TO_PB = {
     FinishReason.STOP: chat_pb2.FINISH_REASON_STOP,
     FinishReason.LENGTH: chat_pb2.FINISH_REASON_LENGTH,
 }
-CHAT_ROLES = {"system", "developer", "user", "assistant"}
+TOOL_MODES: dict[int, ToolMode | None] = {
+    chat_pb2.TOOL_CHOICE_MODE_UNSPECIFIED: None,
+    chat_pb2.TOOL_CHOICE_MODE_AUTO: ToolMode.AUTO,
+    chat_pb2.TOOL_CHOICE_MODE_NONE: ToolMode.NONE,
+    chat_pb2.TOOL_CHOICE_MODE_REQUIRED: ToolMode.REQUIRED,
+    chat_pb2.TOOL_CHOICE_MODE_FUNCTION: ToolMode.FUNCTION,
+}
+CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
+# Choices are generated one after another on one model, so many of them would hold the lease for long.
+MAX_CHOICES = 8
+# OpenAI's limits.
+MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 100.0
+
+ItemT = TypeVar("ItemT")
 
 
 def _optional(message: Message_pb, name: str) -> Any:
@@ -39,7 +72,11 @@ def _optional(message: Message_pb, name: str) -> Any:
 
 def params_from_pb(sampling: chat_pb2.SamplingParams, engine: chat_pb2.EngineOptions) -> GenerationParams:
     """Sampling and engine options as the backend takes them; unset fields stay None."""
-
+    if any(abs(bias) > MAX_LOGIT_BIAS for bias in sampling.logit_bias.values()):
+        raise InvalidRequestError(
+            f"logit_bias values must be between -{MAX_LOGIT_BIAS:g} and {MAX_LOGIT_BIAS:g}",
+            param="logit_bias",
+        )
     return GenerationParams(
         temperature=_optional(sampling, "temperature"),
         top_p=_optional(sampling, "top_p"),
@@ -51,6 +88,7 @@ def params_from_pb(sampling: chat_pb2.SamplingParams, engine: chat_pb2.EngineOpt
         top_k=_optional(sampling, "top_k"),
         repeat_penalty=_optional(sampling, "repeat_penalty"),
         n_threads=_optional(engine, "n_threads"),
+        logit_bias=dict(sampling.logit_bias),
     )
 
 
@@ -64,26 +102,59 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.CreateChatCompletionResponse]:
         manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "chat completions")
-        if not request.messages:
-            raise InvalidRequestError("messages must hold at least one message", param="messages")
-        for index, m in enumerate(request.messages):
-            if m.role not in CHAT_ROLES:
-                raise InvalidRequestError(
-                    f"messages[{index}].role must be one of {sorted(CHAT_ROLES)}",
-                    param=f"messages[{index}].role",
-                )
-        messages = [Message(m.role, m.content, m.name) for m in request.messages]
-        params = replace(
-            params_from_pb(request.sampling, request.engine), **_json_constraint(request.response_format)
+        messages = _messages_from_pb(request.messages)
+        tools = _tools_from_pb(request.tools)
+        choice = resolve_tool_choice(
+            _tool_mode(request.tool_choice), request.tool_choice.function_name, tools
         )
-        async for event in self._generate(
-            manifest,
-            request.priority,
-            request.request_id,
-            request.engine,
-            lambda backend: lambda cancel: backend.stream_chat(messages, params, cancel),
-        ):
-            yield chat_pb2.CreateChatCompletionResponse(model=manifest.id, **_event_fields(event))
+        parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
+        choices = _choice_count(request.n)
+        params = replace(
+            params_from_pb(request.sampling, request.engine), **_logprobs_fields(request.logprobs)
+        )
+        if choice.forced:
+            # The reply is the calls, so their grammar replaces any response_format.
+            schema = json.dumps(forced_call_schema(tools, choice, parallel))
+            params, schema_param = replace(params, json_only=True, json_schema=schema), "tools"
+        else:
+            params = replace(params, **_json_constraint(request.response_format))
+            schema_param = "response_format"
+        if request.user:
+            log.debug("chat completion %s is for user %r", request.request_id, request.user)
+        # With tool_choice "none" the model is not told about tools, so it cannot try to call them.
+        prompt_tools = [] if choice.mode is ToolMode.NONE else tools
+
+        def produce(backend: ChatBackend) -> Callable[[Event], Iterator[tuple[int, GenerationEvent]]]:
+            def each_choice(cancel: Event) -> Iterator[tuple[int, GenerationEvent]]:
+                for index in range(choices):
+                    for event in backend.stream_chat(
+                        messages, prompt_tools, _choice_params(params, index), cancel
+                    ):
+                        yield index, event
+
+            return each_choice
+
+        replies = [_ChoiceReply(reply_parser(tools, choice, parallel)) for _ in range(choices)]
+        completion_tokens = 0
+        try:
+            async for index, event in self._generate(
+                manifest, request.priority, request.request_id, request.engine, produce
+            ):
+                if isinstance(event, TextDelta):
+                    fields = [replies[index].text(event)]
+                else:
+                    completion_tokens += event.completion_tokens
+                    fields = replies[index].finish(event)
+                    if index == choices - 1:
+                        # The prompt is the same for every choice, so it counts once.
+                        fields[-1]["usage"] = _usage(event.prompt_tokens, completion_tokens)
+                for field_values in fields:
+                    if field_values:
+                        yield chat_pb2.CreateChatCompletionResponse(
+                            model=manifest.id, choice_index=index, **field_values
+                        )
+        except UnsupportedSchemaError as exc:
+            raise InvalidRequestError(str(exc), param=schema_param) from exc
 
     async def CreateCompletion(
         self, request: chat_pb2.CreateCompletionRequest, context: grpc.aio.ServicerContext
@@ -98,7 +169,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             request.engine,
             lambda backend: lambda cancel: backend.stream_completion(prompt, params, cancel),
         ):
-            yield chat_pb2.CreateCompletionResponse(model=manifest.id, **_event_fields(event))
+            if isinstance(event, TextDelta):
+                yield chat_pb2.CreateCompletionResponse(model=manifest.id, delta=event.text)
+            else:
+                yield chat_pb2.CreateCompletionResponse(
+                    model=manifest.id,
+                    finish_reason=FINISH_TO_PB[event.reason],
+                    usage=_usage(event.prompt_tokens, event.completion_tokens),
+                )
 
     async def CreateEmbeddings(
         self, request: chat_pb2.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext
@@ -133,8 +211,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         priority: common_pb2.Priority.ValueType,
         request_id: str,
         engine: chat_pb2.EngineOptions,
-        producer: Callable[[ChatBackend], Callable[[Event], Iterator[GenerationEvent]]],
-    ) -> AsyncIterator[GenerationEvent]:
+        producer: Callable[[ChatBackend], Callable[[Event], Iterator[ItemT]]],
+    ) -> AsyncIterator[ItemT]:
         max_gpu_layers = engine.n_gpu_layers if engine.HasField("n_gpu_layers") else None
         async with self._host.leased(
             manifest, priority, request_id or uuid.uuid4().hex, max_gpu_layers
@@ -142,8 +220,141 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             try:
                 async for event in self._host.stream(producer(backend)):
                     yield event
-            except UnsupportedSchemaError as exc:
-                raise InvalidRequestError(str(exc), param="response_format") from exc
+            except InvalidParameterError as exc:
+                raise InvalidRequestError(str(exc), param=exc.param) from exc
+
+
+def _messages_from_pb(messages: Sequence[chat_pb2.ChatMessage]) -> list[Message]:
+    """The conversation; a tool result must answer a call of an earlier assistant message."""
+    if not messages:
+        raise InvalidRequestError("messages must hold at least one message", param="messages")
+    call_ids: set[str] = set()
+    result = []
+    for index, m in enumerate(messages):
+        if m.role not in CHAT_ROLES:
+            raise InvalidRequestError(
+                f"messages[{index}].role must be one of {sorted(CHAT_ROLES)}", param=f"messages[{index}].role"
+            )
+        if m.tool_calls and m.role != "assistant":
+            raise InvalidRequestError(
+                "only assistant messages carry tool_calls", param=f"messages[{index}].tool_calls"
+            )
+        if m.role == "tool" and m.tool_call_id not in call_ids:
+            raise InvalidRequestError(
+                f"messages[{index}] answers the call '{m.tool_call_id}', which no earlier assistant "
+                "message made; set tool_call_id to the id of that call",
+                param=f"messages[{index}].tool_call_id",
+            )
+        calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls)
+        call_ids.update(c.id for c in calls)
+        result.append(Message(m.role, m.content, m.name, calls, m.tool_call_id))
+    return result
+
+
+def _tools_from_pb(tools: Sequence[chat_pb2.FunctionTool]) -> list[FunctionTool]:
+    """The declared functions, their parameters parsed and checked."""
+    result = []
+    for index, tool in enumerate(tools):
+        parameters = None
+        if tool.parameters_json:
+            try:
+                parameters = json.loads(tool.parameters_json)
+            except ValueError:
+                parameters = None
+            if not isinstance(parameters, dict):
+                raise InvalidRequestError(
+                    "parameters must be a JSON Schema object", param=f"tools[{index}].function.parameters"
+                )
+        result.append(FunctionTool(tool.name, tool.description, parameters))
+    check_tools(result)
+    return result
+
+
+def _tool_mode(tool_choice: chat_pb2.ToolChoice) -> ToolMode | None:
+    if tool_choice.mode not in TOOL_MODES:
+        raise InvalidRequestError(f"tool_choice mode {tool_choice.mode} is unknown", param="tool_choice")
+    return TOOL_MODES[tool_choice.mode]
+
+
+def _choice_count(n: int) -> int:
+    """How many choices to generate; 0 is protobuf's unset and means 1."""
+    if not 0 <= n <= MAX_CHOICES:
+        raise InvalidRequestError(f"n must be between 1 and {MAX_CHOICES}", param="n")
+    return max(n, 1)
+
+
+def _choice_params(params: GenerationParams, index: int) -> GenerationParams:
+    """Each choice draws with its own seed, so that choices differ while the whole response repeats."""
+    return params if params.seed is None else replace(params, seed=params.seed + index)
+
+
+def _logprobs_fields(options: chat_pb2.LogprobsOptions) -> dict[str, Any]:
+    """GenerationParams fields for the logprobs options."""
+    if not 0 <= options.top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(
+            f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs"
+        )
+    if options.top_logprobs and not options.enabled:
+        raise InvalidRequestError("top_logprobs needs logprobs set to true", param="top_logprobs")
+    return {"logprobs": options.enabled, "top_logprobs": options.top_logprobs}
+
+
+class _ChoiceReply:
+    """One choice's events as response fields: text split into content and tool-call pieces by the parser."""
+
+    def __init__(self, parser: ReplyParser | None) -> None:
+        self._parser = parser
+
+    def text(self, event: TextDelta) -> dict[str, Any]:
+        """The fields of a text event; empty while the parser holds the text back and no logprobs came."""
+        pieces: list[ReplyPiece] = (
+            [ContentPiece(event.text)] if self._parser is None else self._parser.feed(event.text)
+        )
+        return _piece_fields(pieces, event.logprobs)
+
+    def finish(self, event: Finished) -> list[dict[str, Any]]:
+        """What the parser still held, then the final fields of the choice."""
+        held = _piece_fields(self._parser.close(), ()) if self._parser is not None else {}
+        reason = FINISH_TO_PB[event.reason]
+        # A cut-off call stays "length", as its arguments may be incomplete.
+        if self._parser is not None and self._parser.calls and event.reason is FinishReason.STOP:
+            reason = chat_pb2.FINISH_REASON_TOOL_CALLS
+        return [held, {"finish_reason": reason}]
+
+
+def _piece_fields(pieces: list[ReplyPiece], logprobs: Sequence[TokenLogprob]) -> dict[str, Any]:
+    """Response fields for parsed pieces; consecutive pieces of one call merge into one ToolCallDelta."""
+    content = []
+    calls: list[chat_pb2.ToolCallDelta] = []
+    for piece in pieces:
+        if isinstance(piece, ContentPiece):
+            content.append(piece.text)
+        elif isinstance(piece, CallStart):
+            calls.append(chat_pb2.ToolCallDelta(index=piece.index, id=piece.call_id, name=piece.name))
+        elif calls and calls[-1].index == piece.index:
+            calls[-1].arguments += piece.text
+        else:
+            calls.append(chat_pb2.ToolCallDelta(index=piece.index, arguments=piece.text))
+    fields: dict[str, Any] = {}
+    if content:
+        fields["delta"] = "".join(content)
+    if calls:
+        fields["tool_calls"] = calls
+    if logprobs:
+        fields["logprobs"] = [_logprob_to_pb(t) for t in logprobs]
+    return fields
+
+
+def _logprob_to_pb(logprob: TokenLogprob) -> chat_pb2.TokenLogprob:
+    return chat_pb2.TokenLogprob(
+        token=logprob.token,
+        logprob=logprob.logprob,
+        bytes=logprob.token_bytes,
+        top_logprobs=[
+            chat_pb2.TopLogprob(token=t.token, logprob=t.logprob, bytes=t.token_bytes)
+            for t in logprob.top_logprobs
+        ],
+    )
 
 
 def _json_constraint(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]:
@@ -174,15 +385,9 @@ def _input_texts(backend: SentenceTransformersBackend, inputs: list[chat_pb2.Emb
     return texts
 
 
-def _event_fields(event: GenerationEvent) -> dict[str, object]:
-    if isinstance(event, TextDelta):
-        return {"delta": event.text}
-    assert isinstance(event, Finished)
-    return {
-        "finish_reason": FINISH_TO_PB[event.reason],
-        "usage": common_pb2.Usage(
-            prompt_tokens=event.prompt_tokens,
-            completion_tokens=event.completion_tokens,
-            total_tokens=event.prompt_tokens + event.completion_tokens,
-        ),
-    }
+def _usage(prompt_tokens: int, completion_tokens: int) -> common_pb2.Usage:
+    return common_pb2.Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+    )

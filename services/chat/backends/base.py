@@ -4,7 +4,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class FinishReason(Enum):
@@ -15,12 +15,35 @@ class FinishReason(Enum):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call an assistant turn made."""
+
+    id: str
+    name: str
+    # The arguments as JSON object text, as OpenAI's API carries them.
+    arguments: str
+
+
+@dataclass(frozen=True)
+class FunctionTool:
+    """A function the model may call."""
+
+    name: str
+    description: str = ""
+    # A JSON Schema of the arguments object; None means no parameters.
+    parameters: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Message:
     """One turn of a conversation."""
 
     role: str
     content: str
     name: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    # For a "tool" turn: the id of the call whose result this is.
+    tool_call_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,11 @@ class GenerationParams:
     top_k: int | None = None
     repeat_penalty: float | None = None
     n_threads: int | None = None
+    # Added to the logits of these token ids; -100 bans a token, +100 all but forces it.
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    # Report each generated token's log probability, with this many likeliest alternatives.
+    logprobs: bool = False
+    top_logprobs: int = 0
     # Constrain the reply to JSON: any object, or one that validates against this schema (JSON text).
     json_only: bool = False
     json_schema: str | None = None
@@ -46,11 +74,39 @@ class UnsupportedSchemaError(ValueError):
     """The engine cannot turn this JSON Schema into a grammar."""
 
 
+class InvalidParameterError(ValueError):
+    """A request parameter the engine cannot honour, such as a token id outside the vocabulary."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    """One of the likeliest tokens at a position."""
+
+    token: str
+    logprob: float
+    token_bytes: bytes
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log probability and the likeliest alternatives, likeliest first."""
+
+    token: str
+    logprob: float
+    token_bytes: bytes
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
 @dataclass(frozen=True)
 class TextDelta:
-    """A piece of generated text."""
+    """A piece of generated text, with the log probabilities of the tokens behind it when asked for."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,9 +131,13 @@ class ChatBackend(Protocol):
         """Frees the model's memory."""
 
     def stream_chat(
-        self, messages: list[Message], params: GenerationParams, cancel: threading.Event
+        self,
+        messages: list[Message],
+        tools: list[FunctionTool],
+        params: GenerationParams,
+        cancel: threading.Event,
     ) -> Iterator[GenerationEvent]:
-        """Generates the assistant's reply; stops early once `cancel` is set."""
+        """Generates the assistant's reply, `tools` described to the model; stops once `cancel` is set."""
 
     def stream_completion(
         self, prompt: str, params: GenerationParams, cancel: threading.Event
