@@ -1,5 +1,6 @@
 """The FastAPI application: routes, the gRPC channels behind them, request ids and error JSON."""
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -17,14 +18,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from multai.audio.v1 import audio_pb2_grpc
 from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import model_control_pb2_grpc
+from multai.image.v1 import image_pb2_grpc
+from multai.vision.v1 import vision_pb2_grpc
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
-from rest_bridge.routes import audio, chat, completions, embeddings, health, models
+from rest_bridge.routes import audio, chat, completions, embeddings, health, images, models, vision
 from rest_bridge.serving.audio import AudioServing
 from rest_bridge.serving.chat import ChatServing
 from rest_bridge.serving.completions import CompletionServing
 from rest_bridge.serving.embeddings import EmbeddingServing
+from rest_bridge.serving.image_input import ImageInputs
+from rest_bridge.serving.images import ImageServing, ImageStore
 from rest_bridge.serving.models import ModelsServing
+from rest_bridge.serving.vision import VisionServing
 
 REQUEST_ID_HEADER = "X-Request-Id"
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -84,24 +90,40 @@ def create_app(settings: BridgeSettings) -> FastAPI:
                 ("scheduler", settings.scheduler_address),
                 ("chat", settings.chat_address),
                 ("audio", settings.audio_address),
+                ("image", settings.image_address),
+                ("vision", settings.vision_address),
             )
         }
         timeout = settings.request_timeout_seconds
+        app.state.models = ModelsServing(
+            [
+                model_control_pb2_grpc.ModelControlServiceStub(channels[name])
+                for name in ("chat", "audio", "image", "vision")
+            ]
+        )
+        image_inputs = ImageInputs(
+            settings.remote_image_hosts, settings.max_image_input_bytes, settings.remote_image_timeout_seconds
+        )
+        vision = VisionServing(vision_pb2_grpc.VisionServiceStub(channels["vision"]), image_inputs, timeout)
         chat_stub = chat_pb2_grpc.ChatServiceStub(channels["chat"])
-        app.state.chat = ChatServing(chat_stub, timeout)
+        app.state.chat = ChatServing(chat_stub, app.state.models, vision, timeout)
         app.state.completions = CompletionServing(chat_stub, timeout)
         app.state.embeddings = EmbeddingServing(chat_stub, timeout)
         app.state.audio = AudioServing(audio_pb2_grpc.AudioServiceStub(channels["audio"]), timeout)
-        app.state.models = ModelsServing(
-            [model_control_pb2_grpc.ModelControlServiceStub(channels[name]) for name in ("chat", "audio")]
+        app.state.image_store = ImageStore(settings.image_store_dir, settings.image_url_ttl_seconds)
+        app.state.images = ImageServing(
+            image_pb2_grpc.ImageServiceStub(channels["image"]), app.state.image_store, timeout
         )
+        app.state.public_base_url = settings.public_base_url
         app.state.health = {name: health_pb2_grpc.HealthStub(channel) for name, channel in channels.items()}
+        sweeper = asyncio.create_task(app.state.image_store.sweep_forever())
         yield
+        sweeper.cancel()
         for channel in channels.values():
             await channel.close()
 
     app = FastAPI(title="MultAI", version="0.1.0", lifespan=lifespan)
-    for module in (chat, completions, embeddings, audio, models, health):
+    for module in (chat, completions, embeddings, audio, images, vision, models, health):
         app.include_router(module.router)
 
     app.add_middleware(RequestIdMiddleware)

@@ -1,6 +1,6 @@
 """Pydantic models of /v1/chat/completions, fields in the order of OpenAI's reference."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,12 +14,56 @@ class TextContentPart(OpenAIModel):
     text: str
 
 
+class ImageUrl(OpenAIModel):
+    """Where an image part's picture is: a data URL, or an http(s) URL of an allowed host."""
+
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageContentPart(OpenAIModel):
+    """An image part of a message's content; only vision models take these."""
+
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextContentPart | ImageContentPart, Field(discriminator="type")]
+
+
+class FunctionCall(BaseModel):
+    """The function a tool call calls."""
+
+    name: str
+    arguments: str = Field(description="The arguments as JSON object text.")
+
+
+class ChatCompletionMessageToolCall(BaseModel):
+    """A function call of an assistant message, in a request's history or in a reply."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessageParam(OpenAIModel):
     """One message of the conversation."""
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextContentPart] | None = None
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = Field(
+        None, description="The calls an assistant message made."
+    )
+    tool_call_id: str | None = Field(None, description="For a tool message: the call it answers.")
+
+    @model_validator(mode="after")
+    def _tool_fields_fit_role(self) -> "ChatMessageParam":
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str:
         """The content as one string; text parts are joined."""
@@ -27,7 +71,13 @@ class ChatMessageParam(OpenAIModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextContentPart))
+
+    def image_parts(self) -> list[ImageContentPart]:
+        """The image parts of the content."""
+        if not isinstance(self.content, list):
+            return []
+        return [part for part in self.content if isinstance(part, ImageContentPart)]
 
 
 class JsonSchemaFormat(OpenAIModel):
@@ -54,32 +104,65 @@ class ResponseFormatParam(OpenAIModel):
         return self
 
 
+class FunctionDefinition(OpenAIModel):
+    """A function the model may call."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="A JSON Schema of the arguments object; omitted means no parameters."
+    )
+    strict: bool | None = Field(None, description="Always enforced when a call is forced (tool_choice).")
+
+
+class ChatCompletionTool(OpenAIModel):
+    """A tool the model may call; functions are the only kind."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(OpenAIModel):
+    """The function a named tool_choice forces."""
+
+    name: str
+
+
+class NamedToolChoice(OpenAIModel):
+    """tool_choice that forces a call of one function."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoiceParam = Literal["none", "auto", "required"] | NamedToolChoice
+# Token ids travel as protobuf int32; whether the model has the id is the chat service's check.
+TokenId = Annotated[int, Field(ge=-(2**31), lt=2**31)]
+Bias = Annotated[float, Field(ge=-100, le=100)]
+
+
 class ChatCompletionRequest(SamplingFields):
     """The request body."""
 
     messages: list[ChatMessageParam] = Field(min_length=1)
     model: str = Field(min_length=1)
+    # JSON keys are strings; pydantic reads them as the token ids they spell.
+    logit_bias: dict[TokenId, Bias] | None = Field(
+        None, description="Added to the logits of these token ids; -100 bans a token."
+    )
+    logprobs: bool | None = Field(None, description="Return the log probability of each generated token.")
     max_completion_tokens: int | None = Field(None, ge=1, description="Replaces max_tokens in newer clients.")
-    # Declared so that they are refused rather than silently ignored until the engine supports them
-    # (response_format is supported).
-    logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
+    # The chat service checks the upper limit, so that gRPC callers meet the same one.
+    n: int = Field(1, ge=1, description="How many choices to generate, at most 8.")
+    parallel_tool_calls: bool | None = Field(None, description="Whether one reply may call several tools.")
     response_format: ResponseFormatParam | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _refuse_unsupported(self) -> "ChatCompletionRequest":
-        unsupported = {
-            "logit_bias": bool(self.logit_bias),
-            "logprobs": bool(self.logprobs),
-            "tools": bool(self.tools),
-            "tool_choice": self.tool_choice not in (None, "none"),
-        }
-        for name, used in unsupported.items():
-            if used:
-                raise ValueError(f"'{name}' is not supported yet")
-        return self
+    tool_choice: ToolChoiceParam | None = Field(
+        None, description="none, auto (the default with tools), required, or a named function."
+    )
+    tools: list[ChatCompletionTool] | None = None
+    top_logprobs: int | None = Field(
+        None, ge=0, description="With logprobs: also return this many likeliest tokens per position, 0 to 20."
+    )
 
     @field_validator("stop")
     @classmethod
@@ -97,7 +180,33 @@ class ChatCompletionMessage(BaseModel):
     """The assistant's reply."""
 
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+
+
+class TopLogprob(BaseModel):
+    """One of the likeliest tokens at a position."""
+
+    token: str
+    logprob: float
+    # A token may hold part of a character, so its UTF-8 bytes tell more than its text.
+    bytes: list[int] | None
+
+
+class ChatCompletionTokenLogprob(BaseModel):
+    """A generated token's log probability, with the likeliest tokens at its position, likeliest first."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    """The log probabilities of a choice's tokens."""
+
+    content: list[ChatCompletionTokenLogprob] | None
+    refusal: None = None
 
 
 class ChatCompletionChoice(BaseModel):
@@ -105,7 +214,7 @@ class ChatCompletionChoice(BaseModel):
 
     index: int = 0
     message: ChatCompletionMessage
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
 
 
@@ -121,11 +230,28 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
+class ChoiceDeltaToolCallFunction(BaseModel):
+    """A piece of a streamed call: the name in its first piece, then pieces of the arguments' JSON."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ChoiceDeltaToolCall(BaseModel):
+    """A piece of a streamed tool call; pieces with the same index make one call."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChoiceDeltaToolCallFunction | None = None
+
+
 class ChoiceDelta(BaseModel):
     """The change carried by one chunk."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ChoiceDeltaToolCall] | None = None
 
 
 class ChatCompletionChunkChoice(BaseModel):
@@ -133,7 +259,7 @@ class ChatCompletionChunkChoice(BaseModel):
 
     index: int = 0
     delta: ChoiceDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 

@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
+from multai.common.v1 import common_pb2
 from rest_bridge.protocol.chat import ChatCompletion, ChatCompletionRequest
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.chat import ChatServing, new_chat_completion_id
@@ -17,9 +18,18 @@ async def create_chat_completion(
     request: Request,
     x_multai_priority: str | None = Header(None, description="Queue level 0, 1 or 2; overrides `priority`."),
 ) -> ChatCompletion | StreamingResponse:
-    """Creates a model response for the conversation, streamed as server-sent events when `stream` is true."""
+    """Creates a model response for the conversation, streamed as server-sent events when `stream` is true.
+
+    Conversations for a vision model (or with image parts) go to the vision service.
+    """
+    return await respond(body, request, priority_to_pb(x_multai_priority, body.priority))
+
+
+async def respond(
+    body: ChatCompletionRequest, request: Request, priority: common_pb2.Priority.ValueType
+) -> ChatCompletion | StreamingResponse:
+    """The chat completion response, whole or as server-sent events."""
     serving: ChatServing = request.app.state.chat
-    priority = priority_to_pb(x_multai_priority, body.priority)
     stream = await unless_disconnected(request, serving.open(body, priority, request.state.request_id))
     completion_id = new_chat_completion_id()
     if body.stream:

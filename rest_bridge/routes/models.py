@@ -12,7 +12,7 @@ router = APIRouter()
 async def list_models(request: Request) -> ModelList:
     """Lists the installed models of every service; fixtures are marked `fixture: true`."""
     serving: ModelsServing = request.app.state.models
-    return await serving.list(request.state.request_id)
+    return await serving.listing(request.state.request_id)
 
 
 @router.get("/v1/models/{model}", response_model=ModelCard)

@@ -4,37 +4,98 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.common.v1 import common_pb2
+from rest_bridge.errors import invalid_request
 from rest_bridge.protocol.chat import (
     ChatCompletion,
     ChatCompletionChoice,
     ChatCompletionChunk,
     ChatCompletionChunkChoice,
     ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
     ChatCompletionRequest,
+    ChatCompletionTokenLogprob,
+    ChatCompletionTool,
+    ChatMessageParam,
     ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceLogprobs,
+    FunctionCall,
     ResponseFormatParam,
+    ToolChoiceParam,
 )
-from rest_bridge.serving.generation import GenerationStream, engine_to_pb, sampling_to_pb, sse_event
+from rest_bridge.protocol.common import Usage
+from rest_bridge.serving.generation import GenerationStream, Piece, engine_to_pb, sampling_to_pb, sse_event
+from rest_bridge.serving.models import ModelsServing
+from rest_bridge.serving.vision import VisionServing
 
 
 def chat_request_to_pb(
     request: ChatCompletionRequest, priority: common_pb2.Priority.ValueType, request_id: str
 ) -> chat_pb2.CreateChatCompletionRequest:
     """The JSON body as the ChatService request."""
+    sampling = sampling_to_pb(request, request.token_limit())
+    sampling.logit_bias.update(request.logit_bias or {})
     return chat_pb2.CreateChatCompletionRequest(
         model=request.model,
-        messages=[
-            chat_pb2.ChatMessage(role=m.role, content=m.text(), name=m.name or "") for m in request.messages
-        ],
-        sampling=sampling_to_pb(request, request.token_limit()),
+        messages=[message_to_pb(m) for m in request.messages],
+        sampling=sampling,
         engine=engine_to_pb(request),
         priority=priority,
         request_id=request_id,
         response_format=response_format_to_pb(request.response_format),
+        tools=[tool_to_pb(t) for t in request.tools or []],
+        tool_choice=tool_choice_to_pb(request.tool_choice),
+        parallel_tool_calls=request.parallel_tool_calls,
+        n=request.n,
+        logprobs=chat_pb2.LogprobsOptions(
+            enabled=bool(request.logprobs), top_logprobs=request.top_logprobs or 0
+        ),
+        user=request.user or "",
     )
+
+
+def message_to_pb(message: ChatMessageParam) -> chat_pb2.ChatMessage:
+    """A message, with an assistant's calls and a tool result's call id."""
+    return chat_pb2.ChatMessage(
+        role=message.role,
+        content=message.text(),
+        name=message.name or "",
+        tool_calls=[
+            chat_pb2.ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+            for c in message.tool_calls or []
+        ],
+        tool_call_id=message.tool_call_id or "",
+    )
+
+
+def tool_to_pb(tool: ChatCompletionTool) -> chat_pb2.FunctionTool:
+    """A function tool; its parameters schema travels as JSON text."""
+    function = tool.function
+    return chat_pb2.FunctionTool(
+        name=function.name,
+        description=function.description or "",
+        parameters_json=json.dumps(function.parameters) if function.parameters is not None else "",
+    )
+
+
+TOOL_CHOICE_MODES = {
+    "none": chat_pb2.TOOL_CHOICE_MODE_NONE,
+    "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
+    "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED,
+}
+
+
+def tool_choice_to_pb(param: ToolChoiceParam | None) -> chat_pb2.ToolChoice:
+    """tool_choice as protobuf; unset stays unspecified (auto with tools, none without)."""
+    if param is None:
+        return chat_pb2.ToolChoice()
+    if isinstance(param, str):
+        return chat_pb2.ToolChoice(mode=TOOL_CHOICE_MODES[param])
+    return chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_FUNCTION, function_name=param.function.name)
 
 
 def response_format_to_pb(param: ResponseFormatParam | None) -> chat_pb2.ResponseFormat:
@@ -51,64 +112,144 @@ def response_format_to_pb(param: ResponseFormatParam | None) -> chat_pb2.Respons
 class ChatServing:
     """Runs chat completions against the chat service."""
 
-    def __init__(self, stub: chat_pb2_grpc.ChatServiceStub, timeout: float) -> None:
+    def __init__(
+        self,
+        stub: chat_pb2_grpc.ChatServiceStub,
+        models: ModelsServing,
+        vision: VisionServing,
+        timeout: float,
+    ) -> None:
         self._stub = stub
+        self._models = models
+        self._vision = vision
         self._timeout = timeout
 
     async def open(
         self, request: ChatCompletionRequest, priority: common_pb2.Priority.ValueType, request_id: str
     ) -> GenerationStream:
-        """Starts the generation; errors before the first token raise OpenAIError."""
+        """Starts the generation on the chat or the vision service; errors before output raise OpenAIError."""
+        card = await self._models.find(request.model, request_id)
+        if card is not None and card.modality == "vision":
+            return await self._vision.open(request, priority, request_id)
+        if card is not None and any(m.image_parts() for m in request.messages):
+            vision_models = await self._models.ids_of("vision", request_id)
+            raise invalid_request(
+                f"'{request.model}' does not take images; use a vision model: "
+                f"{', '.join(vision_models) or 'none installed'}",
+                "model",
+            )
         message = chat_request_to_pb(request, priority, request_id)
         return await GenerationStream.open(
             self._stub.CreateChatCompletion, message, self._timeout, request_id
         )
 
     async def complete(self, stream: GenerationStream, completion_id: str) -> ChatCompletion:
-        """The whole response."""
-        text, last = await stream.collect()
-        assert last.usage is not None, "the final message of a generation carries usage"
+        """The whole response, one choice per choice index."""
+        replies: dict[int, _ChoiceReply] = {}
+        usage: Usage | None = None
+        async for piece in stream.pieces():
+            replies.setdefault(piece.choice_index, _ChoiceReply()).add(piece)
+            usage = piece.usage or usage
+        assert usage is not None, "the final message of a generation carries usage"
         return ChatCompletion(
             id=completion_id,
             created=int(time.time()),
-            model=last.model,
-            choices=[
-                ChatCompletionChoice(
-                    message=ChatCompletionMessage(content=text), finish_reason=last.finish_reason or "stop"
-                )
-            ],
-            usage=last.usage,
+            model=stream.first.model,
+            choices=[replies[index].choice(index) for index in sorted(replies)],
+            usage=usage,
         )
 
     async def events(
         self, stream: GenerationStream, completion_id: str, include_usage: bool
     ) -> AsyncIterator[str]:
-        """The SSE events: a role chunk, content chunks, a finish chunk, and the usage chunk if asked."""
+        """The SSE events; per choice a role chunk, content and tool-call chunks and a finish chunk, each
+        with its choice index; then the usage chunk if asked."""
         created = int(time.time())
         model = stream.first.model
 
-        def chunk(delta: ChoiceDelta, finish_reason: str | None = None) -> str:
+        def chunk(
+            index: int,
+            delta: ChoiceDelta,
+            finish_reason: str | None = None,
+            logprobs: ChoiceLogprobs | None = None,
+        ) -> str:
+            choice = ChatCompletionChunkChoice(
+                index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason
+            )
             return sse_event(
-                ChatCompletionChunk(
-                    id=completion_id,
-                    created=created,
-                    model=model,
-                    choices=[ChatCompletionChunkChoice(delta=delta, finish_reason=finish_reason)],
-                )
+                ChatCompletionChunk(id=completion_id, created=created, model=model, choices=[choice])
             )
 
-        yield chunk(ChoiceDelta(role="assistant", content=""))
+        started: set[int] = set()
         async for piece in stream.pieces():
-            if piece.delta:
-                yield chunk(ChoiceDelta(content=piece.delta))
+            index = piece.choice_index
+            if index not in started:
+                started.add(index)
+                yield chunk(index, ChoiceDelta(role="assistant", content=""))
+            if piece.delta or piece.tool_calls or piece.logprobs:
+                delta = ChoiceDelta(content=piece.delta or None, tool_calls=list(piece.tool_calls) or None)
+                logprobs = ChoiceLogprobs(content=list(piece.logprobs)) if piece.logprobs else None
+                yield chunk(index, delta, logprobs=logprobs)
             if piece.finish_reason is not None:
-                yield chunk(ChoiceDelta(), piece.finish_reason)
-                if include_usage:
-                    yield sse_event(
-                        ChatCompletionChunk(
-                            id=completion_id, created=created, model=model, choices=[], usage=piece.usage
-                        )
+                yield chunk(index, ChoiceDelta(), piece.finish_reason)
+            if piece.usage is not None and include_usage:
+                yield sse_event(
+                    ChatCompletionChunk(
+                        id=completion_id, created=created, model=model, choices=[], usage=piece.usage
                     )
+                )
+
+
+@dataclass
+class _CallParts:
+    """One tool call, gathered from its streamed pieces."""
+
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+    def add(self, delta: ChoiceDeltaToolCall) -> None:
+        self.call_id = delta.id or self.call_id
+        if delta.function is not None:
+            self.name = delta.function.name or self.name
+            self.arguments.append(delta.function.arguments or "")
+
+    def tool_call(self) -> ChatCompletionMessageToolCall:
+        return ChatCompletionMessageToolCall(
+            id=self.call_id, function=FunctionCall(name=self.name, arguments="".join(self.arguments))
+        )
+
+
+@dataclass
+class _ChoiceReply:
+    """One choice of a whole response, gathered from its pieces; tool-call pieces merge by index."""
+
+    content: list[str] = field(default_factory=list)
+    calls: dict[int, _CallParts] = field(default_factory=dict)
+    logprobs: list[ChatCompletionTokenLogprob] = field(default_factory=list)
+    finish_reason: str = "stop"
+
+    def add(self, piece: Piece) -> None:
+        """Takes in one piece of this choice."""
+        self.content.append(piece.delta)
+        for delta in piece.tool_calls:
+            self.calls.setdefault(delta.index, _CallParts()).add(delta)
+        self.logprobs.extend(piece.logprobs)
+        if piece.finish_reason is not None:
+            self.finish_reason = piece.finish_reason
+
+    def choice(self, index: int) -> ChatCompletionChoice:
+        """The choice as the whole response shows it; content is null when the reply is only calls."""
+        text = "".join(self.content)
+        tool_calls = [self.calls[i].tool_call() for i in sorted(self.calls)]
+        return ChatCompletionChoice(
+            index=index,
+            message=ChatCompletionMessage(
+                content=None if tool_calls and not text else text, tool_calls=tool_calls or None
+            ),
+            logprobs=ChoiceLogprobs(content=self.logprobs) if self.logprobs else None,
+            finish_reason=self.finish_reason,
+        )
 
 
 def new_chat_completion_id() -> str:

@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -10,17 +10,18 @@ from pydantic import BaseModel
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
+from multai.openai_params import finish_reason_name, priority_of_level
 from rest_bridge.errors import OpenAIError, from_rpc_error, invalid_request
+from rest_bridge.protocol.chat import (
+    ChatCompletionTokenLogprob,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
+    TopLogprob,
+)
 from rest_bridge.protocol.common import SamplingFields, Usage
 from rest_bridge.serving.rpc import open_stream
 
-PRIORITY_LEVELS = {
-    0: common_pb2.PRIORITY_URGENT,
-    1: common_pb2.PRIORITY_NORMAL,
-    2: common_pb2.PRIORITY_BACKGROUND,
-}
 DEFAULT_PRIORITY_LEVEL = 1
-FINISH_REASONS = {chat_pb2.FINISH_REASON_STOP: "stop", chat_pb2.FINISH_REASON_LENGTH: "length"}
 
 
 def priority_to_pb(header: str | None, body: int | None) -> common_pb2.Priority.ValueType:
@@ -31,9 +32,10 @@ def priority_to_pb(header: str | None, body: int | None) -> common_pb2.Priority.
             level = int(header)
         except ValueError:
             level = -1
-    if level not in PRIORITY_LEVELS:
+    priority = priority_of_level(level)
+    if priority is None:
         raise invalid_request("priority must be 0 (urgent), 1 (normal) or 2 (background)", "priority")
-    return PRIORITY_LEVELS[level]
+    return priority
 
 
 def sampling_to_pb(request: SamplingFields, max_tokens: int | None) -> chat_pb2.SamplingParams:
@@ -64,18 +66,48 @@ class Piece:
     delta: str
     finish_reason: str | None
     usage: Usage | None
+    # Only chat completion messages carry these; other generations have one choice and plain text.
+    choice_index: int = 0
+    tool_calls: tuple[ChoiceDeltaToolCall, ...] = ()
+    logprobs: tuple[ChatCompletionTokenLogprob, ...] = ()
 
 
 def _piece(message: Any) -> Piece:
-    finished = message.finish_reason != chat_pb2.FINISH_REASON_UNSPECIFIED
     usage = None
     if message.HasField("usage"):
         u = message.usage
         usage = Usage(
             prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
         )
-    return Piece(
-        message.model, message.delta, FINISH_REASONS.get(message.finish_reason) if finished else None, usage
+    piece = Piece(message.model, message.delta, finish_reason_name(message.finish_reason), usage)
+    if not isinstance(message, chat_pb2.CreateChatCompletionResponse):
+        return piece
+    return replace(
+        piece,
+        choice_index=message.choice_index,
+        tool_calls=tuple(_tool_call_delta(c) for c in message.tool_calls),
+        logprobs=tuple(_token_logprob(t) for t in message.logprobs),
+    )
+
+
+def _tool_call_delta(delta: chat_pb2.ToolCallDelta) -> ChoiceDeltaToolCall:
+    """A piece of a call as OpenAI streams it: id, type and name only in the first piece of each call."""
+    return ChoiceDeltaToolCall(
+        index=delta.index,
+        id=delta.id or None,
+        type="function" if delta.id else None,
+        function=ChoiceDeltaToolCallFunction(name=delta.name or None, arguments=delta.arguments),
+    )
+
+
+def _token_logprob(logprob: chat_pb2.TokenLogprob) -> ChatCompletionTokenLogprob:
+    return ChatCompletionTokenLogprob(
+        token=logprob.token,
+        logprob=logprob.logprob,
+        bytes=list(logprob.bytes),
+        top_logprobs=[
+            TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in logprob.top_logprobs
+        ],
     )
 
 

@@ -1,46 +1,79 @@
-"""/v1/models: the models of every modality service, from their ModelControlService."""
+"""/v1/models, and the bridge's view of which service owns which model (to route chat to vision)."""
+
+import asyncio
+import logging
+import time
 
 from multai.common.v1 import common_pb2, model_control_pb2, model_control_pb2_grpc
+from multai.openai_objects import model_fields
 from rest_bridge.errors import OpenAIError
 from rest_bridge.protocol.models import ModelCard, ModelList
 from rest_bridge.serving.rpc import call_unary
 
-DEVICE_NAMES = {common_pb2.DEVICE_CPU: "cpu", common_pb2.DEVICE_GPU: "gpu"}
+log = logging.getLogger(__name__)
 LIST_TIMEOUT_SECONDS = 5.0
+# Routing looks models up on every chat request; a short cache saves the calls, and a miss refreshes it
+# at most this often so that unknown names cannot make the bridge call every service each time.
+ROUTING_CACHE_SECONDS = 10.0
+MISS_REFRESH_SECONDS = 1.0
 
 
 def model_card(info: common_pb2.ModelInfo) -> ModelCard:
     """A ModelInfo as OpenAI's model object."""
-    return ModelCard(
-        id=info.id,
-        created=info.created,
-        aliases=list(info.aliases),
-        modality=info.modality,
-        backend=info.backend,
-        fixture=info.fixture,
-        resident=DEVICE_NAMES.get(info.resident_device),
-    )
+    return ModelCard.model_validate(model_fields(info))
 
 
 class ModelsServing:
-    """Lists models across the services."""
+    """Lists models across the services, and finds the one a name means."""
 
     def __init__(self, stubs: list[model_control_pb2_grpc.ModelControlServiceStub]) -> None:
         self._stubs = stubs
+        self._cached: list[ModelCard] = []
+        self._cached_at = -float("inf")
 
-    async def list(self, request_id: str) -> ModelList:
-        """Every model of every service, in id order."""
-        cards = []
-        for stub in self._stubs:
+    async def _cards_of(
+        self, stub: model_control_pb2_grpc.ModelControlServiceStub, request_id: str
+    ) -> list[ModelCard]:
+        try:
             response = await call_unary(
                 stub.ListModels, model_control_pb2.ListModelsRequest(), LIST_TIMEOUT_SECONDS, request_id
             )
-            cards.extend(model_card(info) for info in response.models)
-        return ModelList(data=sorted(cards, key=lambda c: c.id))
+        except OpenAIError as exc:
+            # One service being down must not hide the models of the others.
+            log.warning("a service did not list its models: %s", exc.message)
+            return []
+        return [model_card(info) for info in response.models]
+
+    async def listing(self, request_id: str) -> ModelList:
+        """Every model of every service that answers, in id order."""
+        per_service = await asyncio.gather(*(self._cards_of(stub, request_id) for stub in self._stubs))
+        cards = sorted((card for cards in per_service for card in cards), key=lambda c: c.id)
+        self._cached, self._cached_at = cards, time.monotonic()
+        return ModelList(data=cards)
 
     async def retrieve(self, name: str, request_id: str) -> ModelCard:
         """One model by id or alias."""
-        for card in (await self.list(request_id)).data:
-            if name == card.id or name in card.aliases:
-                return card
-        raise OpenAIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+        card = _named(name, (await self.listing(request_id)).data)
+        if card is None:
+            raise OpenAIError(
+                404, f"The model '{name}' does not exist", param="model", code="model_not_found"
+            )
+        return card
+
+    async def find(self, name: str, request_id: str) -> ModelCard | None:
+        """The model a name means, from a recent listing; None when no service has it."""
+        age = time.monotonic() - self._cached_at
+        card = _named(name, self._cached) if age < ROUTING_CACHE_SECONDS else None
+        if card is None and age >= MISS_REFRESH_SECONDS:
+            card = _named(name, (await self.listing(request_id)).data)
+        return card
+
+    async def ids_of(self, modality: str, request_id: str) -> list[str]:
+        """The ids of the models of one modality."""
+        if time.monotonic() - self._cached_at >= ROUTING_CACHE_SECONDS:
+            await self.listing(request_id)
+        return [card.id for card in self._cached if card.modality == modality]
+
+
+def _named(name: str, cards: list[ModelCard]) -> ModelCard | None:
+    return next((card for card in cards if name == card.id or name in card.aliases), None)

@@ -30,6 +30,10 @@ class Mesh:
     log_path: Path
     metrics_url: str
     chat_address: str
+    audio_address: str
+    image_address: str
+    vision_address: str
+    image_store: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -54,8 +58,15 @@ class Mesh:
 
 def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
     """`multai serve` on free ports; settings become MULTAI_<NAME> variables."""
-    port, scheduler_port, chat_port, metrics_port = free_port(), free_port(), free_port(), free_port()
-    env = dict(os.environ, MULTAI_RAM_BUDGET_BYTES=str(SWAP_RAM_BUDGET_BYTES), MULTAI_N_THREADS="2")
+    port, scheduler_port, metrics_port = free_port(), free_port(), free_port()
+    chat_port, audio_port, image_port, vision_port = free_port(), free_port(), free_port(), free_port()
+    image_store = log_path.parent / "images"
+    env = dict(
+        os.environ,
+        MULTAI_RAM_BUDGET_BYTES=str(SWAP_RAM_BUDGET_BYTES),
+        MULTAI_N_THREADS="2",
+        MULTAI_IMAGE_STORE_DIR=str(image_store),
+    )
     env.update({f"MULTAI_{name.upper()}": value for name, value in settings.items()})
     log_file = log_path.open("wb")
     process = subprocess.Popen(
@@ -72,6 +83,12 @@ def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
             str(scheduler_port),
             "--chat-port",
             str(chat_port),
+            "--audio-port",
+            str(audio_port),
+            "--image-port",
+            str(image_port),
+            "--vision-port",
+            str(vision_port),
             "--metrics-port",
             str(metrics_port),
             "--no-install-models",
@@ -88,6 +105,10 @@ def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
         log_path,
         f"http://127.0.0.1:{metrics_port}/metrics",
         f"127.0.0.1:{chat_port}",
+        f"127.0.0.1:{audio_port}",
+        f"127.0.0.1:{image_port}",
+        f"127.0.0.1:{vision_port}",
+        image_store,
     )
     mesh.wait_ready()
     return mesh

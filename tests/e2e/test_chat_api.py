@@ -150,21 +150,6 @@ def test_priority_header_and_body_are_validated(client: openai.OpenAI) -> None:
     assert caught.value.body["param"] == "priority"
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        {"tools": [{"type": "function", "function": {"name": "f"}}]},
-        {"logprobs": True},
-        {"n": 2},
-    ],
-)
-def test_unsupported_features_are_refused_not_ignored(mesh: Mesh, extra: dict) -> None:
-    body = {"model": "gpt-4", "messages": QUESTION, **extra}
-    response = httpx.post(f"{mesh.base_url}/chat/completions", json=body, timeout=30)
-    assert response.status_code == 400
-    assert response.json()["error"]["type"] == "invalid_request_error"
-
-
 def test_sampling_parameters_reach_the_engine(client: openai.OpenAI) -> None:
     story = [{"role": "user", "content": "Tell me a story about a cat."}]
     limited = client.chat.completions.create(model="gpt-4", messages=story, max_completion_tokens=3)

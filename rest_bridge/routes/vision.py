@@ -1,0 +1,21 @@
+"""POST /v1/vision, the seed design's one-image endpoint."""
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from rest_bridge.protocol.chat import ChatCompletion
+from rest_bridge.protocol.vision import VisionRequest
+from rest_bridge.routes.chat import respond
+from rest_bridge.serving.generation import priority_to_pb
+
+router = APIRouter()
+
+
+@router.post("/v1/vision", response_model=ChatCompletion)
+async def create_vision_completion(
+    body: VisionRequest,
+    request: Request,
+    x_multai_priority: str | None = Header(None, description="Queue level 0, 1 or 2; overrides `priority`."),
+) -> ChatCompletion | StreamingResponse:
+    """Answers a prompt about one image with a vision model; the reply is a chat completion."""
+    return await respond(body.as_chat(), request, priority_to_pb(x_multai_priority, body.priority))
