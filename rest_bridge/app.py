@@ -22,7 +22,7 @@ from multai.image.v1 import image_pb2_grpc
 from multai.vision.v1 import vision_pb2_grpc
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
-from rest_bridge.routes import audio, chat, completions, embeddings, health, images, models, vision
+from rest_bridge.routes import audio, chat, completions, embeddings, health, images, models, responses, vision
 from rest_bridge.serving.audio import AudioServing
 from rest_bridge.serving.chat import ChatServing
 from rest_bridge.serving.completions import CompletionServing
@@ -123,7 +123,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             await channel.close()
 
     app = FastAPI(title="MultAI", version="0.1.0", lifespan=lifespan)
-    for module in (chat, completions, embeddings, audio, images, vision, models, health):
+    for module in (chat, responses, completions, embeddings, audio, images, vision, models, health):
         app.include_router(module.router)
 
     app.add_middleware(RequestIdMiddleware)
