@@ -1,0 +1,847 @@
+"""Keyword arguments to protobuf requests, and protobuf responses to the SDK-shaped objects.
+
+Shared by the sync and the async client: they differ only in how they call, never in what they send or
+how they read the answer. Obvious mistakes raise BadRequestError here, before anything is sent.
+"""
+
+import base64
+import json
+import os
+import struct
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from google.protobuf.message import Message
+from pydantic import BaseModel
+
+from multai.audio.v1 import audio_pb2
+from multai.chat.v1 import chat_pb2
+from multai.client.errors import APIConnectionError, BadRequestError, InternalServerError, NotFoundError
+from multai.client.params import (
+    ChatCompletionParams,
+    CompletionParams,
+    EmbeddingParams,
+    FileInput,
+    ImageGenerateParams,
+    Priority,
+    RequestOptions,
+    SamplingOptions,
+    SpeechParams,
+    TranscriptionParams,
+    TranslationParams,
+)
+from multai.client.types import (
+    BinaryResponseContent,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+    ChatCompletionTokenLogprob,
+    Choice,
+    ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    CompletionUsage,
+    CreateEmbeddingResponse,
+    Embedding,
+    EmbeddingUsage,
+    Function,
+    Image,
+    ImageProgress,
+    ImagesResponse,
+    Model,
+    ModelList,
+    TopLogprob,
+    Transcription,
+    TranscriptionVerbose,
+)
+from multai.common.v1 import common_pb2, model_control_pb2
+from multai.image.v1 import image_pb2
+from multai.openai_objects import model_fields, verbose_transcript_fields
+from multai.openai_params import PRIORITY_NAMES, finish_reason_name, image_dimensions, priority_of_level
+
+Service = Literal["chat", "audio", "image"]
+ParamsT = TypeVar("ParamsT", bound=Mapping[str, Any])
+ResultT = TypeVar("ResultT")
+ResultT_co = TypeVar("ResultT_co", covariant=True)
+
+MAX_STOP_SEQUENCES = 4
+DEFAULT_IMAGE_MODEL = "dall-e-2"
+# Room for a request's other fields next to an uploaded file inside one gRPC message.
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+TOOL_CHOICE_MODES = {
+    "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
+    "none": chat_pb2.TOOL_CHOICE_MODE_NONE,
+    "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED,
+}
+RESPONSE_FORMAT_TYPES = {
+    "text": chat_pb2.RESPONSE_FORMAT_TYPE_TEXT,
+    "json_object": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
+
+
+def check_params(params: Mapping[str, Any], spec: type[Mapping[str, Any]]) -> None:
+    """Refuses unknown and missing keyword arguments as Python refuses them for a plain signature."""
+    known = spec.__required_keys__ | spec.__optional_keys__  # type: ignore[attr-defined]
+    for name in params:
+        if name not in known:
+            raise TypeError(f"got an unexpected keyword argument '{name}'")
+    missing = [name for name in spec.__required_keys__ if name not in params]  # type: ignore[attr-defined]
+    if missing:
+        raise TypeError(f"missing required keyword argument(s): {', '.join(sorted(missing))}")
+
+
+def priority_to_pb(value: Priority) -> common_pb2.Priority.ValueType:
+    """0/1/2 or "urgent"/"normal"/"background" as the protobuf enum."""
+    level = PRIORITY_NAMES.index(value) if value in PRIORITY_NAMES else value
+    priority = None
+    if isinstance(level, int) and not isinstance(level, bool):
+        priority = priority_of_level(level)
+    if priority is None:
+        raise BadRequestError(
+            "priority must be 0 (urgent), 1 (normal), 2 (background) or one of those names", param="priority"
+        )
+    return priority
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What one call sends besides its request (priority, deadline, request id), and its size limit."""
+
+    priority: common_pb2.Priority.ValueType
+    timeout: float
+    max_message_bytes: int
+    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The gRPC metadata that carries the request id into the services' logs."""
+        return (("x-request-id", self.request_id),)
+
+
+def call_settings(
+    params: RequestOptions, default_timeout: float, default_priority: Priority, max_message_bytes: int
+) -> CallSettings:
+    """The call's priority and deadline: its own `priority=`/`timeout=`, else the client's."""
+    timeout = params.get("timeout")
+    timeout = default_timeout if timeout is None else timeout
+    if timeout <= 0:
+        raise BadRequestError("timeout must be a positive number of seconds", param="timeout")
+    priority = params.get("priority")
+    return CallSettings(
+        priority_to_pb(default_priority if priority is None else priority), timeout, max_message_bytes
+    )
+
+
+# --- chat and completions -------------------------------------------------------------------------
+
+
+def sampling_to_pb(params: SamplingOptions, max_tokens: int | None) -> chat_pb2.SamplingParams:
+    """The sampling arguments; unset stays unset so that the engine applies the model's defaults."""
+    stop = params.get("stop")
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise BadRequestError(f"stop holds more than {MAX_STOP_SEQUENCES} sequences", param="stop")
+    try:
+        logit_bias = {int(token): bias for token, bias in (params.get("logit_bias") or {}).items()}
+    except ValueError as exc:
+        raise BadRequestError("logit_bias keys must be token ids", param="logit_bias") from exc
+    return chat_pb2.SamplingParams(
+        temperature=params.get("temperature"),
+        top_p=params.get("top_p"),
+        max_tokens=max_tokens,
+        stop=stops,
+        seed=params.get("seed"),
+        presence_penalty=params.get("presence_penalty"),
+        frequency_penalty=params.get("frequency_penalty"),
+        top_k=params.get("top_k"),
+        repeat_penalty=params.get("repeat_penalty"),
+        logit_bias=logit_bias,
+    )
+
+
+def engine_to_pb(params: SamplingOptions) -> chat_pb2.EngineOptions:
+    """The llama.cpp extras."""
+    return chat_pb2.EngineOptions(n_threads=params.get("n_threads"), n_gpu_layers=params.get("n_gpu_layers"))
+
+
+def _content_text(content: Any, param: str) -> str:
+    """A message's content as text; text parts are joined, as the REST bridge joins them."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            texts.append(part["text"])
+        elif kind == "image_url":
+            raise BadRequestError(
+                "image parts need the vision service, which this client does not call; use the REST API",
+                param=param,
+            )
+        else:
+            raise BadRequestError("content parts must be {'type': 'text', 'text': ...}", param=param)
+    return "".join(texts)
+
+
+def _tool_call_to_pb(call: Mapping[str, Any], param: str) -> chat_pb2.ToolCall:
+    function = call.get("function")
+    if call.get("type", "function") != "function" or not isinstance(function, Mapping):
+        raise BadRequestError("tool calls must be {'type': 'function', 'function': {...}}", param=param)
+    arguments = function.get("arguments", "")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments)
+    return chat_pb2.ToolCall(id=call.get("id", ""), name=function.get("name", ""), arguments=arguments)
+
+
+def message_to_pb(message: Mapping[str, Any] | BaseModel, index: int) -> chat_pb2.ChatMessage:
+    """One message; a response's message object (pydantic) may be passed back as it is."""
+    if isinstance(message, BaseModel):
+        message = message.model_dump(exclude_none=True)
+    param = f"messages[{index}]"
+    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        raise BadRequestError(f"{param} must be a mapping with a 'role'", param=param)
+    return chat_pb2.ChatMessage(
+        role=message["role"],
+        content=_content_text(message.get("content"), f"{param}.content"),
+        name=message.get("name") or "",
+        tool_calls=[
+            _tool_call_to_pb(call, f"{param}.tool_calls[{i}]")
+            for i, call in enumerate(message.get("tool_calls") or ())
+        ],
+        tool_call_id=message.get("tool_call_id") or "",
+    )
+
+
+def tools_to_pb(tools: Iterable[Mapping[str, Any]]) -> list[chat_pb2.FunctionTool]:
+    """Function tools; parameters travel as JSON Schema text."""
+    converted = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function")
+        if tool.get("type") != "function" or not isinstance(function, Mapping) or not function.get("name"):
+            raise BadRequestError(
+                "tools must be {'type': 'function', 'function': {'name': ...}}", param=f"tools[{index}]"
+            )
+        parameters = function.get("parameters")
+        converted.append(
+            chat_pb2.FunctionTool(
+                name=function["name"],
+                description=function.get("description") or "",
+                parameters_json=json.dumps(parameters) if parameters is not None else "",
+            )
+        )
+    return converted
+
+
+def tool_choice_to_pb(choice: str | Mapping[str, Any] | None) -> chat_pb2.ToolChoice | None:
+    """'auto', 'none', 'required' or {"type": "function", "function": {"name": ...}}; None stays unset."""
+    if choice is None:
+        return None
+    if isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
+        return chat_pb2.ToolChoice(mode=TOOL_CHOICE_MODES[choice])
+    function = choice.get("function") if isinstance(choice, Mapping) else None
+    if not isinstance(function, Mapping) or not function.get("name"):
+        raise BadRequestError(
+            "tool_choice must be 'auto', 'none', 'required' or a named function", param="tool_choice"
+        )
+    return chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_FUNCTION, function_name=function["name"])
+
+
+def response_format_to_pb(response_format: Mapping[str, Any] | None) -> chat_pb2.ResponseFormat | None:
+    """OpenAI's response_format; a json_schema's schema travels as JSON text. None stays unset."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type")
+    if kind not in RESPONSE_FORMAT_TYPES:
+        raise BadRequestError(
+            "response_format type must be 'text', 'json_object' or 'json_schema'", param="response_format"
+        )
+    schema = ""
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("schema"), Mapping):
+            raise BadRequestError("json_schema.schema must be a JSON Schema object", param="response_format")
+        schema = json.dumps(spec["schema"])
+    return chat_pb2.ResponseFormat(type=RESPONSE_FORMAT_TYPES[kind], json_schema=schema)
+
+
+def _choice_count(n: int | None) -> int:
+    if n is not None and n < 1:
+        raise BadRequestError("n must be at least 1", param="n")
+    return n or 1
+
+
+def chat_request(params: ChatCompletionParams, call: CallSettings) -> chat_pb2.CreateChatCompletionRequest:
+    """The chat.completions.create arguments as the ChatService request."""
+    messages = [message_to_pb(message, i) for i, message in enumerate(params["messages"])]
+    if not messages:
+        raise BadRequestError("messages must not be empty", param="messages")
+    logprobs, top_logprobs = params.get("logprobs"), params.get("top_logprobs")
+    if top_logprobs and not logprobs:
+        raise BadRequestError("top_logprobs requires logprobs=True", param="top_logprobs")
+    max_completion_tokens = params.get("max_completion_tokens")
+    return chat_pb2.CreateChatCompletionRequest(
+        model=params["model"],
+        messages=messages,
+        sampling=sampling_to_pb(
+            params, max_completion_tokens if max_completion_tokens is not None else params.get("max_tokens")
+        ),
+        engine=engine_to_pb(params),
+        priority=call.priority,
+        request_id=call.request_id,
+        response_format=response_format_to_pb(params.get("response_format")),
+        tools=tools_to_pb(params.get("tools") or ()),
+        tool_choice=tool_choice_to_pb(params.get("tool_choice")),
+        parallel_tool_calls=params.get("parallel_tool_calls"),
+        n=_choice_count(params.get("n")),
+        logprobs=chat_pb2.LogprobsOptions(enabled=True, top_logprobs=top_logprobs or 0) if logprobs else None,
+        user=params.get("user") or "",
+    )
+
+
+def completion_request(params: CompletionParams, call: CallSettings) -> chat_pb2.CreateCompletionRequest:
+    """The completions.create arguments as the ChatService request; one prompt, one choice."""
+    prompt = params["prompt"]
+    if not isinstance(prompt, str):
+        if len(prompt) != 1:
+            raise BadRequestError("only one prompt per request is supported", param="prompt")
+        prompt = prompt[0]
+    if _choice_count(params.get("n")) != 1:
+        raise BadRequestError("only n=1 is supported for completions", param="n")
+    return chat_pb2.CreateCompletionRequest(
+        model=params["model"],
+        prompt=prompt,
+        sampling=sampling_to_pb(params, params.get("max_tokens")),
+        engine=engine_to_pb(params),
+        priority=call.priority,
+        request_id=call.request_id,
+    )
+
+
+def usage_from_pb(usage: common_pb2.Usage) -> CompletionUsage:
+    """Token counts."""
+    return CompletionUsage(
+        completion_tokens=usage.completion_tokens,
+        prompt_tokens=usage.prompt_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def logprobs_from_pb(entries: Iterable[chat_pb2.TokenLogprob]) -> list[ChatCompletionTokenLogprob]:
+    """Per-token log probabilities, bytes as OpenAI's lists of ints."""
+    return [
+        ChatCompletionTokenLogprob(
+            token=entry.token,
+            bytes=list(entry.bytes),
+            logprob=entry.logprob,
+            top_logprobs=[
+                TopLogprob(token=top.token, bytes=list(top.bytes), logprob=top.logprob)
+                for top in entry.top_logprobs
+            ],
+        )
+        for entry in entries
+    ]
+
+
+GenerationMessage = chat_pb2.CreateChatCompletionResponse | chat_pb2.CreateCompletionResponse
+
+
+class GenerationReader:
+    """What chat and completion streams share: one id and creation time, the model, the usage."""
+
+    def __init__(self, id_prefix: str, include_usage: bool) -> None:
+        self.id = f"{id_prefix}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = ""
+        self.usage: CompletionUsage | None = None
+        self._include_usage = include_usage
+
+    def _note(self, message: GenerationMessage) -> None:
+        """Records the model and, from the last message, the usage."""
+        self.model = message.model or self.model
+        if message.HasField("usage"):
+            self.usage = usage_from_pb(message.usage)
+
+    def _usage_chunk_due(self, message: GenerationMessage) -> bool:
+        """True when this message ends the stream and the caller asked for a usage chunk."""
+        return self._include_usage and message.HasField("usage")
+
+    def _require_output(self, received: bool) -> None:
+        if not received:
+            raise InternalServerError("the service ended the stream without finishing the reply")
+
+
+@dataclass
+class _ChoiceState:
+    """One choice of a chat stream, accumulated."""
+
+    texts: list[str] = field(default_factory=list)
+    tool_calls: dict[int, list[str]] = field(default_factory=dict)  # index -> [id, name, arguments]
+    logprobs: list[ChatCompletionTokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def to_choice(self, index: int) -> Choice:
+        if self.finish_reason is None:
+            raise InternalServerError(f"the service ended the stream before choice {index} finished")
+        calls = [
+            ChatCompletionMessageToolCall(id=call_id, function=Function(name=name, arguments=arguments))
+            for call_id, name, arguments in (self.tool_calls[i] for i in sorted(self.tool_calls))
+        ]
+        text = "".join(self.texts)
+        return Choice(
+            finish_reason=self.finish_reason,
+            index=index,
+            logprobs=ChoiceLogprobs(content=self.logprobs) if self.logprobs else None,
+            message=ChatCompletionMessage(
+                content=text if text or not calls else None, tool_calls=calls or None
+            ),
+        )
+
+
+class ChatStreamReader(GenerationReader):
+    """Turns CreateChatCompletion messages into chunks, and collects them into a ChatCompletion."""
+
+    def __init__(self, include_usage: bool = False) -> None:
+        super().__init__("chatcmpl", include_usage)
+        self._choices: dict[int, _ChoiceState] = {}
+
+    def add(self, message: chat_pb2.CreateChatCompletionResponse) -> bool:
+        """Accumulates one message; True when it is the first of its choice."""
+        self._note(message)
+        first = message.choice_index not in self._choices
+        state = self._choices.setdefault(message.choice_index, _ChoiceState())
+        state.texts.append(message.delta)
+        for piece in message.tool_calls:
+            call = state.tool_calls.setdefault(piece.index, ["", "", ""])
+            call[0] = call[0] or piece.id
+            call[1] = call[1] or piece.name
+            call[2] += piece.arguments
+        state.logprobs.extend(logprobs_from_pb(message.logprobs))
+        state.finish_reason = finish_reason_name(message.finish_reason) or state.finish_reason
+        return first
+
+    def chunks(self, message: chat_pb2.CreateChatCompletionResponse) -> list[ChatCompletionChunk]:
+        """The chunks one message becomes: its choice's, then the usage chunk when asked for."""
+        first = self.add(message)
+        delta = ChoiceDelta(
+            content=message.delta if message.delta or first else None,
+            role="assistant" if first else None,
+            tool_calls=[
+                ChoiceDeltaToolCall(
+                    index=piece.index,
+                    id=piece.id or None,
+                    type="function" if piece.id else None,
+                    function=ChoiceDeltaToolCallFunction(name=piece.name or None, arguments=piece.arguments),
+                )
+                for piece in message.tool_calls
+            ]
+            or None,
+        )
+        choice = ChunkChoice(
+            delta=delta,
+            finish_reason=finish_reason_name(message.finish_reason),
+            index=message.choice_index,
+            logprobs=ChoiceLogprobs(content=logprobs_from_pb(message.logprobs)) if message.logprobs else None,
+        )
+        chunks = [self._chunk([choice])]
+        if self._usage_chunk_due(message):
+            chunks.append(self._chunk([], self.usage))
+        return chunks
+
+    def _chunk(self, choices: list[ChunkChoice], usage: CompletionUsage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, choices=choices, created=self.created, model=self.model, usage=usage
+        )
+
+    def result(self) -> ChatCompletion:
+        """The whole reply, once the stream has ended."""
+        self._require_output(bool(self._choices))
+        return ChatCompletion(
+            id=self.id,
+            choices=[self._choices[i].to_choice(i) for i in sorted(self._choices)],
+            created=self.created,
+            model=self.model,
+            usage=self.usage,
+        )
+
+
+class CompletionStreamReader(GenerationReader):
+    """Turns CreateCompletion messages into Completion chunks, and collects them into one Completion."""
+
+    def __init__(self, include_usage: bool = False) -> None:
+        super().__init__("cmpl", include_usage)
+        self._texts: list[str] = []
+        self._finish_reason: str | None = None
+
+    def add(self, message: chat_pb2.CreateCompletionResponse) -> None:
+        """Accumulates one message."""
+        self._note(message)
+        self._texts.append(message.delta)
+        self._finish_reason = finish_reason_name(message.finish_reason) or self._finish_reason
+
+    def chunks(self, message: chat_pb2.CreateCompletionResponse) -> list[Completion]:
+        """The chunk one message becomes, then the usage chunk when asked for."""
+        self.add(message)
+        chunks = [
+            self._completion(
+                [
+                    CompletionChoice(
+                        text=message.delta, finish_reason=finish_reason_name(message.finish_reason)
+                    )
+                ]
+            )
+        ]
+        if self._usage_chunk_due(message):
+            chunks.append(self._completion([], self.usage))
+        return chunks
+
+    def _completion(
+        self, choices: list[CompletionChoice], usage: CompletionUsage | None = None
+    ) -> Completion:
+        return Completion(id=self.id, choices=choices, created=self.created, model=self.model, usage=usage)
+
+    def result(self) -> Completion:
+        """The whole continuation, once the stream has ended."""
+        self._require_output(self._finish_reason is not None)
+        return self._completion(
+            [CompletionChoice(text="".join(self._texts), finish_reason=self._finish_reason)], self.usage
+        )
+
+
+def include_usage(params: SamplingOptions) -> bool:
+    """stream_options={"include_usage": True}."""
+    return bool((params.get("stream_options") or {}).get("include_usage"))
+
+
+# --- embeddings -----------------------------------------------------------------------------------
+
+
+def _embedding_input(item: Any, index: int) -> chat_pb2.EmbeddingInput:
+    if isinstance(item, str):
+        return chat_pb2.EmbeddingInput(text=item)
+    if isinstance(item, Sequence) and item and all(isinstance(token, int) for token in item):
+        return chat_pb2.EmbeddingInput(tokens=chat_pb2.TokenIds(ids=item))
+    raise BadRequestError(f"input[{index}] must be a string or a non-empty list of token ids", param="input")
+
+
+def embeddings_request(params: EmbeddingParams, call: CallSettings) -> chat_pb2.CreateEmbeddingsRequest:
+    """OpenAI's four input shapes: a string, strings, one token array, token arrays."""
+    value = params["input"]
+    one_input = isinstance(value, str) or (bool(value) and all(isinstance(item, int) for item in value))
+    items = [value] if one_input else list(value)
+    if not items:
+        raise BadRequestError("input must not be empty", param="input")
+    if params.get("encoding_format") not in (None, "float", "base64"):
+        raise BadRequestError("encoding_format must be 'float' or 'base64'", param="encoding_format")
+    return chat_pb2.CreateEmbeddingsRequest(
+        model=params["model"],
+        inputs=[_embedding_input(item, i) for i, item in enumerate(items)],
+        dimensions=params.get("dimensions"),
+        priority=call.priority,
+        request_id=call.request_id,
+    )
+
+
+def embeddings_response(
+    response: chat_pb2.CreateEmbeddingsResponse, params: EmbeddingParams
+) -> CreateEmbeddingResponse:
+    """The vectors as floats, or as base64 of little-endian float32 (what OpenAI sends)."""
+    as_base64 = params.get("encoding_format") == "base64"
+
+    def encoded(values: Sequence[float]) -> list[float] | str:
+        if as_base64:
+            return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+        return list(values)
+
+    return CreateEmbeddingResponse(
+        data=[Embedding(embedding=encoded(e.values), index=i) for i, e in enumerate(response.embeddings)],
+        model=response.model,
+        usage=EmbeddingUsage(
+            prompt_tokens=response.usage.prompt_tokens, total_tokens=response.usage.total_tokens
+        ),
+    )
+
+
+# --- audio ----------------------------------------------------------------------------------------
+
+
+def read_file(file: FileInput, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes and the file name of `file=`: bytes, a path, an open binary file, or (name, content)."""
+    name = "upload"
+    if isinstance(file, tuple):
+        name, file = file
+    if isinstance(file, str | os.PathLike):
+        path = Path(file)
+        name, data = path.name, path.read_bytes()
+    elif isinstance(file, bytes | bytearray):
+        data = bytes(file)
+    elif hasattr(file, "read"):
+        data = file.read()
+        name = Path(str(getattr(file, "name", name))).name
+    else:
+        raise BadRequestError(
+            "file must be bytes, a path, an open binary file or (name, bytes)", param="file"
+        )
+    if not data:
+        raise BadRequestError("The file is empty.", param="file")
+    if len(data) > max_bytes - REQUEST_OVERHEAD_BYTES:
+        raise BadRequestError(
+            f"The file ({len(data)} bytes) does not fit in one gRPC message of {max_bytes} bytes",
+            param="file",
+            code="file_too_large",
+        )
+    return data, name
+
+
+def _audio_request_fields(params: TranslationParams, call: CallSettings) -> dict[str, Any]:
+    """What a transcription and a translation request share: the file, the model, prompt and temperature."""
+    if params.get("response_format") not in (None, "json", "text", "verbose_json"):
+        raise BadRequestError(
+            "response_format must be 'json', 'text' or 'verbose_json' (srt and vtt are the REST API's)",
+            param="response_format",
+        )
+    audio, filename = read_file(params["file"], call.max_message_bytes)
+    return {
+        "model": params["model"],
+        "audio": audio,
+        "filename": filename,
+        "prompt": params.get("prompt") or "",
+        "temperature": params.get("temperature"),
+        "priority": call.priority,
+        "request_id": call.request_id,
+    }
+
+
+def transcription_request(
+    params: TranscriptionParams, call: CallSettings
+) -> audio_pb2.CreateTranscriptionRequest:
+    """audio.transcriptions.create's arguments as the AudioService request."""
+    granularities = params.get("timestamp_granularities") or ()
+    if granularities and params.get("response_format") != "verbose_json":
+        raise BadRequestError(
+            "timestamp_granularities requires response_format 'verbose_json'", param="timestamp_granularities"
+        )
+    return audio_pb2.CreateTranscriptionRequest(
+        language=params.get("language") or "",
+        word_timestamps="word" in granularities,
+        **_audio_request_fields(params, call),
+    )
+
+
+def translation_request(params: TranslationParams, call: CallSettings) -> audio_pb2.CreateTranslationRequest:
+    """audio.translations.create's arguments as the AudioService request."""
+    return audio_pb2.CreateTranslationRequest(**_audio_request_fields(params, call))
+
+
+def transcript_result(
+    response: audio_pb2.CreateTranscriptionResponse | audio_pb2.CreateTranslationResponse,
+    params: TranscriptionParams | TranslationParams,
+) -> Transcription | TranscriptionVerbose | str:
+    """json: Transcription; text: the text itself; verbose_json: segments, and words when asked for."""
+    transcript = response.transcript
+    response_format = params.get("response_format") or "json"
+    if response_format == "text":
+        return transcript.text
+    if response_format == "json":
+        return Transcription(text=transcript.text)
+    return TranscriptionVerbose.model_validate(
+        verbose_transcript_fields(transcript, params.get("timestamp_granularities") or ())
+    )
+
+
+def speech_request(params: SpeechParams, call: CallSettings) -> audio_pb2.CreateSpeechRequest:
+    """audio.speech.create's arguments; mp3 at normal speed unless asked otherwise, as OpenAI."""
+    if not params["input"]:
+        raise BadRequestError("input must not be empty", param="input")
+    speed = params.get("speed")
+    speed = 1.0 if speed is None else speed
+    if not 0.25 <= speed <= 4.0:
+        raise BadRequestError("speed must be between 0.25 and 4.0", param="speed")
+    return audio_pb2.CreateSpeechRequest(
+        model=params["model"],
+        input=params["input"],
+        voice=params["voice"],
+        response_format=params.get("response_format") or "mp3",
+        speed=speed,
+        priority=call.priority,
+        request_id=call.request_id,
+    )
+
+
+class SpeechCollector:
+    """Joins the audio of a CreateSpeech stream; the content type arrives with the first piece."""
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._content_type = ""
+
+    def add(self, message: audio_pb2.CreateSpeechResponse) -> None:
+        """Keeps one piece of audio."""
+        self._content_type = self._content_type or message.content_type
+        self._pieces.append(message.audio)
+
+    def result(self) -> BinaryResponseContent:
+        """The whole file, once the stream has ended."""
+        return BinaryResponseContent(content=b"".join(self._pieces), content_type=self._content_type)
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+def image_size(size: str | None) -> tuple[int, int]:
+    """ "WIDTHxHEIGHT" as (width, height); None or "auto" is (0, 0), the model's own size."""
+    dimensions = image_dimensions(size)
+    if dimensions is None:
+        raise BadRequestError("size must be 'auto' or WIDTHxHEIGHT, e.g. '1024x1024'", param="size")
+    return dimensions
+
+
+def image_request(params: ImageGenerateParams, call: CallSettings) -> image_pb2.GenerateImagesRequest:
+    """images.generate's arguments as the ImageService request."""
+    if not params["prompt"].strip():
+        raise BadRequestError("prompt must not be empty", param="prompt")
+    if params.get("response_format") not in (None, "b64_json", "url"):
+        raise BadRequestError("response_format must be 'b64_json' or 'url'", param="response_format")
+    width, height = image_size(params.get("size"))
+    return image_pb2.GenerateImagesRequest(
+        model=params.get("model") or DEFAULT_IMAGE_MODEL,
+        prompt=params["prompt"],
+        negative_prompt=params.get("negative_prompt") or "",
+        n=_choice_count(params.get("n")),
+        width=width,
+        height=height,
+        num_inference_steps=params.get("num_inference_steps"),
+        guidance_scale=params.get("guidance_scale"),
+        seed=params.get("seed"),
+        priority=call.priority,
+        request_id=call.request_id,
+    )
+
+
+class ImageCollector:
+    """Reads a GenerateImages stream: each finished step goes to on_progress, pictures are kept in order."""
+
+    def __init__(
+        self, params: ImageGenerateParams, on_progress: Callable[[ImageProgress], object] | None = None
+    ) -> None:
+        self._as_url = params.get("response_format") == "url"
+        self._on_progress = on_progress
+        self._images: dict[int, image_pb2.GeneratedImage] = {}
+
+    def add(self, message: image_pb2.GenerateImagesResponse) -> None:
+        """Keeps a finished picture, or reports a finished step."""
+        event = message.WhichOneof("event")
+        if event == "progress" and self._on_progress is not None:
+            self._on_progress(
+                ImageProgress(step=message.progress.step, total_steps=message.progress.total_steps)
+            )
+        elif event == "image":
+            self._images[message.image.index] = message.image
+
+    def result(self) -> ImagesResponse:
+        """The pictures, once the stream has ended."""
+        if not self._images:
+            raise InternalServerError("the service ended the stream without any image")
+        data = []
+        for index in sorted(self._images):
+            image = self._images[index]
+            encoded = base64.b64encode(image.png).decode()
+            data.append(
+                Image(
+                    b64_json=None if self._as_url else encoded,
+                    url=f"data:image/png;base64,{encoded}" if self._as_url else None,
+                    png=image.png,
+                    seed=image.seed,
+                )
+            )
+        first = self._images[min(self._images)]
+        return ImagesResponse(created=int(time.time()), data=data, size=f"{first.width}x{first.height}")
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def model_from_pb(info: common_pb2.ModelInfo) -> Model:
+    """A ModelInfo as the SDK's Model, with MultAI's extra fields."""
+    return Model.model_validate(model_fields(info))
+
+
+def model_list(listings: Iterable[model_control_pb2.ListModelsResponse | APIConnectionError]) -> ModelList:
+    """The models of the services that answered, in id order; a model two of them list appears once.
+
+    A service that is down must not hide the models of the others, so its failure is raised only when no
+    service answered.
+    """
+    responses: list[model_control_pb2.ListModelsResponse] = []
+    failures: list[APIConnectionError] = []
+    for listing in listings:
+        if isinstance(listing, APIConnectionError):
+            failures.append(listing)
+        else:
+            responses.append(listing)
+    if failures and not responses:
+        raise failures[0]
+    unique = {info.id: info for response in responses for info in response.models}
+    return ModelList(data=[model_from_pb(unique[model_id]) for model_id in sorted(unique)])
+
+
+def find_model(models: ModelList, name: str) -> Model:
+    """The model that an id or alias names."""
+    for model in models.data:
+        if name == model.id or name in model.aliases:
+            return model
+    raise NotFoundError(f"The model '{name}' does not exist", code="model_not_found", param="model")
+
+
+# --- the calls ------------------------------------------------------------------------------------
+
+
+class Collector(Protocol[ResultT_co]):
+    """Reads a server stream: every message goes to add(), then result() is the call's answer."""
+
+    def add(self, message: Any) -> object:
+        """Takes one message."""
+        ...
+
+    def result(self) -> ResultT_co:
+        """The answer, once the stream has ended."""
+        ...
+
+
+@dataclass(frozen=True)
+class Rpc(Generic[ParamsT]):
+    """One method of a service: the keyword arguments it takes and how they become its request."""
+
+    service: Service
+    method: str
+    params: type[ParamsT]
+    build: Callable[[ParamsT, CallSettings], Message]
+
+
+@dataclass(frozen=True)
+class UnaryRpc(Rpc[ParamsT], Generic[ParamsT, ResultT]):
+    """A method with one response, and how that response (with the arguments) becomes the result."""
+
+    read: Callable[[Any, ParamsT], ResultT]
+
+
+CHAT_COMPLETION = Rpc("chat", "CreateChatCompletion", ChatCompletionParams, chat_request)
+COMPLETION = Rpc("chat", "CreateCompletion", CompletionParams, completion_request)
+EMBEDDINGS = UnaryRpc("chat", "CreateEmbeddings", EmbeddingParams, embeddings_request, embeddings_response)
+TRANSCRIPTION = UnaryRpc(
+    "audio", "CreateTranscription", TranscriptionParams, transcription_request, transcript_result
+)
+TRANSLATION = UnaryRpc(
+    "audio", "CreateTranslation", TranslationParams, translation_request, transcript_result
+)
+SPEECH = Rpc("audio", "CreateSpeech", SpeechParams, speech_request)
+GENERATE_IMAGES = Rpc("image", "GenerateImages", ImageGenerateParams, image_request)

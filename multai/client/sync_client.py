@@ -1,0 +1,302 @@
+"""MultAI: the blocking client, on plain (sync) gRPC channels."""
+
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
+from types import TracebackType
+from typing import Any, Generic, Literal, Self, TypeVar, Unpack, overload
+
+import grpc
+
+from multai.client import protocol
+from multai.client.base import ClientBase
+from multai.client.errors import APIConnectionError, rpc_errors
+from multai.client.params import (
+    ChatCompletionParams,
+    CompletionParams,
+    EmbeddingParams,
+    ImageGenerateParams,
+    RequestOptions,
+    SpeechParams,
+    TranscriptionParams,
+    TranslationParams,
+)
+from multai.client.types import (
+    BinaryResponseContent,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Completion,
+    CreateEmbeddingResponse,
+    ImageProgress,
+    ImagesResponse,
+    Model,
+    ModelList,
+    Transcription,
+    TranscriptionVerbose,
+)
+from multai.common.v1 import model_control_pb2
+
+ChunkT = TypeVar("ChunkT")
+ResultT = TypeVar("ResultT")
+
+
+class Stream(Generic[ChunkT]):
+    """A streamed response: iterate it for chunks; closing it (or leaving `with`) cancels the call."""
+
+    def __init__(self, call: Any, to_chunks: Callable[[Any], list[ChunkT]], request_id: str) -> None:
+        self._call = call
+        self._to_chunks = to_chunks
+        self._request_id = request_id
+        # Waiting for the first message makes errors found before any output (unknown model, full
+        # queue) raise from create(), as the SDK raises them from create() when the HTTP status arrives.
+        try:
+            with rpc_errors(request_id):
+                self._first = next(call, None)
+        except BaseException:
+            call.cancel()
+            raise
+
+    def __iter__(self) -> Iterator[ChunkT]:
+        try:
+            if self._first is None:
+                return
+            yield from self._to_chunks(self._first)
+            with rpc_errors(self._request_id):
+                for message in self._call:
+                    yield from self._to_chunks(message)
+        finally:
+            self._call.cancel()
+
+    def close(self) -> None:
+        """Stops the generation on the service."""
+        self._call.cancel()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ChatCompletions:
+    """client.chat.completions."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    @overload
+    def create(
+        self, *, stream: Literal[True], **params: Unpack[ChatCompletionParams]
+    ) -> Stream[ChatCompletionChunk]: ...
+    @overload
+    def create(
+        self, *, stream: Literal[False] = False, **params: Unpack[ChatCompletionParams]
+    ) -> ChatCompletion: ...
+    def create(
+        self, *, stream: bool = False, **params: Unpack[ChatCompletionParams]
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]:
+        """A chat completion, or with stream=True its chunks as they are generated."""
+        reader = protocol.ChatStreamReader(protocol.include_usage(params))
+        if stream:
+            return self._client._stream(protocol.CHAT_COMPLETION, params, reader.chunks)
+        return self._client._collect(protocol.CHAT_COMPLETION, params, reader)
+
+
+class Chat:
+    """client.chat."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self.completions = ChatCompletions(client)
+
+
+class Completions:
+    """client.completions (legacy text completion)."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    @overload
+    def create(self, *, stream: Literal[True], **params: Unpack[CompletionParams]) -> Stream[Completion]: ...
+    @overload
+    def create(self, *, stream: Literal[False] = False, **params: Unpack[CompletionParams]) -> Completion: ...
+    def create(
+        self, *, stream: bool = False, **params: Unpack[CompletionParams]
+    ) -> Completion | Stream[Completion]:
+        """The continuation of a prompt, or with stream=True its chunks."""
+        reader = protocol.CompletionStreamReader(protocol.include_usage(params))
+        if stream:
+            return self._client._stream(protocol.COMPLETION, params, reader.chunks)
+        return self._client._collect(protocol.COMPLETION, params, reader)
+
+
+class Embeddings:
+    """client.embeddings."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    def create(self, **params: Unpack[EmbeddingParams]) -> CreateEmbeddingResponse:
+        """One vector per input."""
+        return self._client._unary(protocol.EMBEDDINGS, params)
+
+
+class Transcriptions:
+    """client.audio.transcriptions."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    def create(self, **params: Unpack[TranscriptionParams]) -> Transcription | TranscriptionVerbose | str:
+        """The transcript of an audio file in its own language."""
+        return self._client._unary(protocol.TRANSCRIPTION, params)
+
+
+class Translations:
+    """client.audio.translations."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    def create(self, **params: Unpack[TranslationParams]) -> Transcription | TranscriptionVerbose | str:
+        """The English transcript of an audio file."""
+        return self._client._unary(protocol.TRANSLATION, params)
+
+
+class Speech:
+    """client.audio.speech."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    def create(self, **params: Unpack[SpeechParams]) -> BinaryResponseContent:
+        """The spoken input as an audio file (`.content`)."""
+        return self._client._collect(protocol.SPEECH, params, protocol.SpeechCollector())
+
+
+class Audio:
+    """client.audio."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self.transcriptions = Transcriptions(client)
+        self.translations = Translations(client)
+        self.speech = Speech(client)
+
+
+class Images:
+    """client.images."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    def generate(
+        self,
+        *,
+        on_progress: Callable[[ImageProgress], object] | None = None,
+        **params: Unpack[ImageGenerateParams],
+    ) -> ImagesResponse:
+        """Pictures of a prompt; on_progress is called after each denoising step."""
+        collector = protocol.ImageCollector(params, on_progress)
+        return self._client._collect(protocol.GENERATE_IMAGES, params, collector)
+
+
+class Models:
+    """client.models."""
+
+    def __init__(self, client: "MultAI") -> None:
+        self._client = client
+
+    def list(self, **options: Unpack[RequestOptions]) -> ModelList:
+        """The models of every configured service that answers."""
+        stubs, call = self._client._prepare_listing(options)
+        request = model_control_pb2.ListModelsRequest()
+        listings: list[Any] = []
+        for stub in stubs:
+            try:
+                with rpc_errors(call.request_id):
+                    listings.append(stub.ListModels(request, timeout=call.timeout, metadata=call.metadata))
+            except APIConnectionError as exc:
+                listings.append(exc)
+        return protocol.model_list(listings)
+
+    def retrieve(self, model: str, **options: Unpack[RequestOptions]) -> Model:
+        """One model by id or alias."""
+        return protocol.find_model(self.list(**options), model)
+
+
+class MultAI(ClientBase[grpc.Channel]):
+    """The blocking client: `MultAI(chat=..., audio=..., image=...)`, or `MultAI(target)` for one address."""
+
+    @cached_property
+    def chat(self) -> Chat:
+        """Chat completions."""
+        return Chat(self)
+
+    @cached_property
+    def completions(self) -> Completions:
+        """Text completions."""
+        return Completions(self)
+
+    @cached_property
+    def embeddings(self) -> Embeddings:
+        """Embeddings."""
+        return Embeddings(self)
+
+    @cached_property
+    def audio(self) -> Audio:
+        """Transcriptions, translations and speech."""
+        return Audio(self)
+
+    @cached_property
+    def images(self) -> Images:
+        """Image generation."""
+        return Images(self)
+
+    @cached_property
+    def models(self) -> Models:
+        """The installed models."""
+        return Models(self)
+
+    def _open_channel(self, address: str) -> grpc.Channel:
+        return grpc.insecure_channel(address, options=self.channel_options)
+
+    def _unary(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
+        """A call with one response."""
+        method, request, call = self._prepare(rpc, params)
+        with rpc_errors(call.request_id):
+            response = method(request, timeout=call.timeout, metadata=call.metadata)
+        return rpc.read(response, params)
+
+    def _collect(
+        self, rpc: protocol.Rpc[Any], params: Mapping[str, Any], collector: protocol.Collector[ResultT]
+    ) -> ResultT:
+        """A server stream read to its end; an exception in the collector cancels the call."""
+        method, request, call = self._prepare(rpc, params)
+        messages = method(request, timeout=call.timeout, metadata=call.metadata)
+        try:
+            with rpc_errors(call.request_id):
+                for message in messages:
+                    collector.add(message)
+        finally:
+            messages.cancel()
+        return collector.result()
+
+    def _stream(
+        self, rpc: protocol.Rpc[Any], params: Mapping[str, Any], to_chunks: Callable[[Any], list[ChunkT]]
+    ) -> Stream[ChunkT]:
+        """A server stream handed to the caller chunk by chunk."""
+        method, request, call = self._prepare(rpc, params)
+        return Stream(
+            method(request, timeout=call.timeout, metadata=call.metadata), to_chunks, call.request_id
+        )
+
+    def close(self) -> None:
+        """Closes the channels; a later call opens new ones."""
+        for channel in self._forget_channels():
+            channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
