@@ -16,7 +16,7 @@ import openai
 import psutil
 import pytest
 
-from multai.cli import fetch_status
+from multai.cli import MODEL_SERVICES, fetch_status
 from multai.common.v1 import common_pb2
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import SchedulerClient
@@ -229,7 +229,11 @@ def test_scheduler_killed_under_load_no_request_hangs(models_dir: Path, tmp_path
         assert any(o.startswith("failed") for o in outcomes), "the holder loses its lease with the scheduler"
 
         mesh.wait_ready(timeout=60)
-        wait_until(lambda: [s.service for s in status(mesh).services] == ["chat"], 10, "chat re-registered")
+        wait_until(
+            lambda: sorted(s.service for s in status(mesh).services) == sorted(MODEL_SERVICES),
+            10,
+            "every model service re-registered",
+        )
         answer = client.chat.completions.create(
             model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
         )
