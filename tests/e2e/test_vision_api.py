@@ -2,9 +2,12 @@
 
 import base64
 import io
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import httpx
@@ -166,3 +169,17 @@ def test_what_llava_cannot_honour_is_refused(client: openai.OpenAI, extra: dict,
             model="gpt-4o", messages=image_message(png_data_url()), max_tokens=2, extra_body=extra
         )
     assert isinstance(raised.value.body, dict) and raised.value.body["param"] == param
+
+
+def test_multai_models_list_marks_the_fixtures(models_dir: Path) -> None:
+    listing = subprocess.run(
+        [sys.executable, "-m", "multai.cli", "models", "list", "--models-dir", str(models_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
+    for fixture in ("sdxl-tiny-random", "llava-tiny-random", "bark-tiny-random"):
+        assert rows[fixture].endswith("(fixture)")
+    assert "(fixture)" not in rows["smollm2-135m-instruct"]
