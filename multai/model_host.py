@@ -161,7 +161,9 @@ class ModelHost(Generic[BackendT]):
         """Runs a blocking generator in an engine thread and yields its items on the loop.
 
         When the consumer stops early (client gone, deadline), the event tells the engine to stop, and this
-        waits for the thread to finish so that the lease is only released once the device is idle.
+        waits for the thread to finish so that the lease is only released once the device is idle. Consume it
+        inside `contextlib.aclosing` within the lease: an async generator left by an exception is otherwise
+        closed later, by the garbage collector in another task, after the lease and lock are released.
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[bool, ItemT | BaseException | None]] = asyncio.Queue()
@@ -194,4 +196,21 @@ class ModelHost(Generic[BackendT]):
                 yield payload  # type: ignore[misc]
         finally:
             cancel.set()
+            await _outlast(worker)
+
+
+async def _outlast(worker: asyncio.Future[None]) -> None:
+    """Waits for an engine thread to finish even if this task is cancelled again meanwhile (a lost lease
+    cancels its holder a second time), then re-raises that cancellation.
+
+    Returning earlier would release the model's lock and lease while the thread still uses the engine, and
+    the next request would then drive the same engine from a second thread.
+    """
+    cancelled: asyncio.CancelledError | None = None
+    while not worker.done():
+        try:
             await asyncio.shield(worker)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled

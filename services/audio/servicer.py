@@ -3,6 +3,7 @@
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -155,10 +156,11 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
             for chunk in backend.synthesize(text, voice, speed, cancel):
                 yield encoder.encode(chunk)
 
-        async with self._host.leased(
-            manifest, request.priority, request.request_id or uuid.uuid4().hex
-        ) as backend:
-            async for data in self._host.stream(lambda cancel: encoded(backend, cancel)):
+        async with (
+            self._host.leased(manifest, request.priority, request.request_id or uuid.uuid4().hex) as backend,
+            aclosing(self._host.stream(lambda cancel: encoded(backend, cancel))) as pieces,
+        ):
+            async for data in pieces:
                 if data:
                     yield audio_pb2.CreateSpeechResponse(audio=data, content_type=content_type)
                     content_type = ""

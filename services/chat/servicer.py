@@ -4,6 +4,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import aclosing
 from dataclasses import replace
 from threading import Event
 from typing import Any, TypeVar
@@ -136,23 +137,23 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
         replies = [_ChoiceReply(reply_parser(tools, choice, parallel)) for _ in range(choices)]
         completion_tokens = 0
+        generated = self._generate(manifest, request.priority, request.request_id, request.engine, produce)
         try:
-            async for index, event in self._generate(
-                manifest, request.priority, request.request_id, request.engine, produce
-            ):
-                if isinstance(event, TextDelta):
-                    fields = [replies[index].text(event)]
-                else:
-                    completion_tokens += event.completion_tokens
-                    fields = replies[index].finish(event)
-                    if index == choices - 1:
-                        # The prompt is the same for every choice, so it counts once.
-                        fields[-1]["usage"] = _usage(event.prompt_tokens, completion_tokens)
-                for field_values in fields:
-                    if field_values:
-                        yield chat_pb2.CreateChatCompletionResponse(
-                            model=manifest.id, choice_index=index, **field_values
-                        )
+            async with aclosing(generated) as events:
+                async for index, event in events:
+                    if isinstance(event, TextDelta):
+                        fields = [replies[index].text(event)]
+                    else:
+                        completion_tokens += event.completion_tokens
+                        fields = replies[index].finish(event)
+                        if index == choices - 1:
+                            # The prompt is the same for every choice, so it counts once.
+                            fields[-1]["usage"] = _usage(event.prompt_tokens, completion_tokens)
+                    for field_values in fields:
+                        if field_values:
+                            yield chat_pb2.CreateChatCompletionResponse(
+                                model=manifest.id, choice_index=index, **field_values
+                            )
         except UnsupportedSchemaError as exc:
             raise InvalidRequestError(str(exc), param=schema_param) from exc
 
@@ -162,21 +163,23 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "completions")
         params = params_from_pb(request.sampling, request.engine)
         prompt = request.prompt
-        async for event in self._generate(
+        generated = self._generate(
             manifest,
             request.priority,
             request.request_id,
             request.engine,
             lambda backend: lambda cancel: backend.stream_completion(prompt, params, cancel),
-        ):
-            if isinstance(event, TextDelta):
-                yield chat_pb2.CreateCompletionResponse(model=manifest.id, delta=event.text)
-            else:
-                yield chat_pb2.CreateCompletionResponse(
-                    model=manifest.id,
-                    finish_reason=FINISH_TO_PB[event.reason],
-                    usage=_usage(event.prompt_tokens, event.completion_tokens),
-                )
+        )
+        async with aclosing(generated) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    yield chat_pb2.CreateCompletionResponse(model=manifest.id, delta=event.text)
+                else:
+                    yield chat_pb2.CreateCompletionResponse(
+                        model=manifest.id,
+                        finish_reason=FINISH_TO_PB[event.reason],
+                        usage=_usage(event.prompt_tokens, event.completion_tokens),
+                    )
 
     async def CreateEmbeddings(
         self, request: chat_pb2.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext
@@ -218,8 +221,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             manifest, priority, request_id or uuid.uuid4().hex, max_gpu_layers
         ) as backend:
             try:
-                async for event in self._host.stream(producer(backend)):
-                    yield event
+                async with aclosing(self._host.stream(producer(backend))) as events:
+                    async for event in events:
+                        yield event
             except InvalidParameterError as exc:
                 raise InvalidRequestError(str(exc), param=exc.param) from exc
 

@@ -4,6 +4,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -94,20 +95,21 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             def generate(cancel: threading.Event) -> Iterator[StepDone | FinishedImage]:
                 return backend.generate(image_request, cancel)
 
-            async for event in self._host.stream(generate):
-                if isinstance(event, StepDone):
-                    yield image_pb2.GenerateImagesResponse(
-                        model=manifest.id,
-                        progress=image_pb2.StepProgress(step=event.step, total_steps=event.total_steps),
-                    )
-                else:
-                    yield image_pb2.GenerateImagesResponse(
-                        model=manifest.id,
-                        image=image_pb2.GeneratedImage(
-                            index=event.index,
-                            png=event.png,
-                            seed=event.seed,
-                            width=image_request.width,
-                            height=image_request.height,
-                        ),
-                    )
+            async with aclosing(self._host.stream(generate)) as events:
+                async for event in events:
+                    if isinstance(event, StepDone):
+                        yield image_pb2.GenerateImagesResponse(
+                            model=manifest.id,
+                            progress=image_pb2.StepProgress(step=event.step, total_steps=event.total_steps),
+                        )
+                    else:
+                        yield image_pb2.GenerateImagesResponse(
+                            model=manifest.id,
+                            image=image_pb2.GeneratedImage(
+                                index=event.index,
+                                png=event.png,
+                                seed=event.seed,
+                                width=image_request.width,
+                                height=image_request.height,
+                            ),
+                        )

@@ -3,6 +3,7 @@
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -76,16 +77,17 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             def generate(cancel: threading.Event) -> Iterator[str | VisionDone]:
                 return backend.generate(turns, sampling, cancel)
 
-            async for event in self._host.stream(generate):
-                if isinstance(event, VisionDone):
-                    yield vision_pb2.CreateVisionCompletionResponse(
-                        model=manifest.id,
-                        finish_reason=FINISH_TO_PB[event.finish_reason],
-                        usage=common_pb2.Usage(
-                            prompt_tokens=event.prompt_tokens,
-                            completion_tokens=event.completion_tokens,
-                            total_tokens=event.prompt_tokens + event.completion_tokens,
-                        ),
-                    )
-                elif event:
-                    yield vision_pb2.CreateVisionCompletionResponse(model=manifest.id, delta=event)
+            async with aclosing(self._host.stream(generate)) as events:
+                async for event in events:
+                    if isinstance(event, VisionDone):
+                        yield vision_pb2.CreateVisionCompletionResponse(
+                            model=manifest.id,
+                            finish_reason=FINISH_TO_PB[event.finish_reason],
+                            usage=common_pb2.Usage(
+                                prompt_tokens=event.prompt_tokens,
+                                completion_tokens=event.completion_tokens,
+                                total_tokens=event.prompt_tokens + event.completion_tokens,
+                            ),
+                        )
+                    elif event:
+                        yield vision_pb2.CreateVisionCompletionResponse(model=manifest.id, delta=event)
