@@ -30,6 +30,7 @@ from rest_bridge.serving.embeddings import EmbeddingServing
 from rest_bridge.serving.image_input import ImageInputs
 from rest_bridge.serving.images import ImageServing, ImageStore
 from rest_bridge.serving.models import ModelsServing
+from rest_bridge.serving.responses import ResponsesServing
 from rest_bridge.serving.vision import VisionServing
 
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -107,6 +108,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         vision = VisionServing(vision_pb2_grpc.VisionServiceStub(channels["vision"]), image_inputs, timeout)
         chat_stub = chat_pb2_grpc.ChatServiceStub(channels["chat"])
         app.state.chat = ChatServing(chat_stub, app.state.models, vision, timeout)
+        app.state.responses = ResponsesServing(app.state.chat)
         app.state.completions = CompletionServing(chat_stub, timeout)
         app.state.embeddings = EmbeddingServing(chat_stub, timeout)
         app.state.audio = AudioServing(audio_pb2_grpc.AudioServiceStub(channels["audio"]), timeout)

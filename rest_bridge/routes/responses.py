@@ -21,8 +21,8 @@ async def create_response(
 
     Stateless: the request carries the whole conversation; nothing is stored or retrievable later.
     """
+    serving: ResponsesServing = request.app.state.responses
     priority = priority_to_pb(x_multai_priority, body.priority)
-    serving = ResponsesServing(request.app.state.chat)
     stream = await unless_disconnected(request, serving.open(body, priority, request.state.request_id))
     response_id = new_response_id()
     if body.stream:

@@ -67,7 +67,12 @@ class ImageStore:
         """Deletes expired images every so often, until cancelled."""
         interval = min(self.ttl_seconds, 60.0)
         while True:
-            deleted = await asyncio.to_thread(self.delete_expired)
+            # A failed sweep (folder removed, permissions) must not end the task: nothing would delete again.
+            try:
+                deleted = await asyncio.to_thread(self.delete_expired)
+            except OSError as exc:
+                log.warning("could not delete expired images: %s", exc)
+                deleted = 0
             if deleted:
                 log.info("deleted %d expired images", deleted)
             await asyncio.sleep(interval)
@@ -122,7 +127,9 @@ class ImageServing:
         finally:
             call.cancel()
         if len(images) != request.n:
-            raise OpenAIError(502, "the image service returned fewer images than asked", type="server_error")
+            raise OpenAIError(
+                502, f"the image service returned {len(images)} images, not {request.n}", type="server_error"
+            )
         images.sort(key=lambda image: image.index)
         if request.response_format == "b64_json":
             data = [ImageData(b64_json=base64.b64encode(image.png).decode()) for image in images]

@@ -236,15 +236,14 @@ class ResponseBuilder:
         """The response: in progress without a finish reason, failed with an error, else finished."""
         request = self.request
         status: ResponseStatus = "in_progress"
-        if error is not None:
-            status = "failed"
-        elif finish_reason is not None:
-            status = "incomplete" if finish_reason == "length" else "completed"
         failure = None
         if error is not None:
+            status = "failed"
             failure = ResponseError(
                 code=FAILURE_CODES.get(error.status, "server_error"), message=error.message
             )
+        elif finish_reason is not None:
+            status = "incomplete" if finish_reason == "length" else "completed"
         incomplete = IncompleteDetails(reason="max_output_tokens") if status == "incomplete" else None
         return ResponseObject(
             id=self.response_id,

@@ -1,6 +1,8 @@
 """The bridge's image store (expiry, safe names) and its image-input policy (data URLs, allow-list)."""
 
+import asyncio
 import base64
+import contextlib
 import os
 import threading
 import time
@@ -37,6 +39,26 @@ def test_store_names_are_unguessable_and_only_its_own(tmp_path: Path) -> None:
     (tmp_path / "secret.png").write_bytes(PNG)
     for name in ("../secret.png", "secret.png", ".hidden.png", "x.txt", "/etc/passwd"):
         assert store.path_of(name) is None
+
+
+async def test_a_failed_sweep_does_not_stop_the_sweeper(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    store = ImageStore(folder, ttl_seconds=0.05)
+    folder.rmdir()
+    sweeper = asyncio.create_task(store.sweep_forever())
+    try:
+        await asyncio.sleep(0.2)  # Sweeps fail while the folder is gone.
+        folder.mkdir()
+        path = folder / store.put(PNG)
+        for _ in range(100):
+            if not path.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert not path.exists() and not sweeper.done()
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
 
 def inputs(*hosts: str, max_bytes: int = 1000) -> ImageInputs:

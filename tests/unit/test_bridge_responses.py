@@ -22,7 +22,7 @@ from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
 from rest_bridge.protocol.responses import ResponsesRequest
 from rest_bridge.serving.chat import ChatServing
-from rest_bridge.serving.responses import to_chat_request
+from rest_bridge.serving.responses import ResponsesServing, to_chat_request
 
 MODEL = "smollm2-135m-instruct"
 STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
@@ -97,6 +97,7 @@ def stub() -> FakeChatStub:
 async def http(stub: FakeChatStub, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(BridgeSettings(image_store_dir=tmp_path))
     app.state.chat = ChatServing(stub, NoModels(), vision=None, timeout=5)  # type: ignore[arg-type]
+    app.state.responses = ResponsesServing(app.state.chat)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bridge/v1") as client:
         yield client
