@@ -4,6 +4,8 @@ The error code and parameter travel as trailing metadata, from which the REST br
 error JSON.
 """
 
+from collections.abc import Iterable
+
 import grpc
 
 ERROR_CODE_KEY = "multai-error-code"
@@ -32,6 +34,16 @@ UNMAPPED_HTTP_ERROR = (500, "server_error")
 def http_error(status: grpc.StatusCode) -> tuple[int, str]:
     """The HTTP status and OpenAI `error.type` of a failed call's gRPC status."""
     return HTTP_ERRORS.get(status, UNMAPPED_HTTP_ERROR)
+
+
+def error_code_and_param(
+    trailing_metadata: Iterable[tuple[str, str | bytes]] | None,
+) -> tuple[str | None, str | None]:
+    """The error code and parameter a service attached to a failed call (see MultaiError)."""
+    values = {
+        key: value.decode() if isinstance(value, bytes) else value for key, value in trailing_metadata or ()
+    }
+    return values.get(ERROR_CODE_KEY), values.get(ERROR_PARAM_KEY)
 
 
 class MultaiError(Exception):

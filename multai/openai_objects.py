@@ -4,7 +4,9 @@ Each side validates these plain fields into its own pydantic class, so that what
 cannot drift apart.
 """
 
-from collections.abc import Iterable
+import base64
+import struct
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from multai.audio.v1 import audio_pb2
@@ -24,6 +26,13 @@ def model_fields(info: common_pb2.ModelInfo) -> dict[str, Any]:
         "fixture": info.fixture,
         "resident": DEVICE_NAMES.get(info.resident_device),
     }
+
+
+def embedding_vector(values: Sequence[float], encoding_format: str | None) -> list[float] | str:
+    """A vector as floats, or for "base64" as base64 of little-endian float32 (what OpenAI sends)."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    return list(values)
 
 
 def verbose_transcript_fields(

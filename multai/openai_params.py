@@ -1,7 +1,8 @@
 """OpenAI-facing values that the REST bridge and the client library read the same way: priority levels,
-finish reasons and image sizes."""
+finish reasons, embedding inputs, image models and sizes."""
 
 import re
+from collections.abc import Sequence
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
@@ -9,6 +10,9 @@ from multai.common.v1 import common_pb2
 # Index = the level that X-MultAI-Priority, the body's `priority` and the client's `priority=` take.
 PRIORITY_NAMES = ("urgent", "normal", "background")
 IMAGE_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+DEFAULT_IMAGE_MODEL = "dall-e-2"
+# OpenAI's limit on inputs per embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
 
 
 def priority_of_level(level: int) -> common_pb2.Priority.ValueType | None:
@@ -34,3 +38,27 @@ def image_dimensions(size: str | None) -> tuple[int, int] | None:
         return 0, 0
     match = IMAGE_SIZE.match(size)
     return (int(match[1]), int(match[2])) if match else None
+
+
+def embedding_inputs(
+    value: str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]],
+) -> list[chat_pb2.EmbeddingInput]:
+    """OpenAI's four input shapes (a string, strings, one token array, token arrays) as protobuf inputs.
+
+    Raises ValueError for anything else; its text names the fault, which is always in `input`.
+    """
+    one_input = isinstance(value, str) or (bool(value) and all(isinstance(item, int) for item in value))
+    items = [value] if one_input else list(value)
+    if not items:
+        raise ValueError("input must not be empty")
+    if len(items) > MAX_EMBEDDING_INPUTS:
+        raise ValueError(f"input holds more than {MAX_EMBEDDING_INPUTS} items")
+    return [_embedding_input(item, index) for index, item in enumerate(items)]
+
+
+def _embedding_input(item: object, index: int) -> chat_pb2.EmbeddingInput:
+    if isinstance(item, str):
+        return chat_pb2.EmbeddingInput(text=item)
+    if isinstance(item, Sequence) and item and all(isinstance(token, int) for token in item):
+        return chat_pb2.EmbeddingInput(tokens=chat_pb2.TokenIds(ids=item))
+    raise ValueError(f"input[{index}] must be a string or a non-empty list of token ids")

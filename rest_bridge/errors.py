@@ -3,7 +3,7 @@
 import grpc
 from fastapi.responses import JSONResponse
 
-from multai.errors import ERROR_CODE_KEY, ERROR_PARAM_KEY, http_error
+from multai.errors import error_code_and_param, http_error
 
 DEFAULT_RETRY_AFTER_SECONDS = "1"
 
@@ -43,7 +43,7 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> OpenAIError:
     """Translates a failed gRPC call, keeping the code and param the service attached."""
     code = exc.code()
     status, error_type = http_error(code)
-    metadata = dict(exc.trailing_metadata() or ())
+    error_code, param = error_code_and_param(exc.trailing_metadata())
     retry_after = DEFAULT_RETRY_AFTER_SECONDS if status in (429, 503) else None
     message = exc.details() or code.name.lower()
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -52,14 +52,10 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> OpenAIError:
         status,
         message,
         type=error_type,
-        param=_str_or_none(metadata.get(ERROR_PARAM_KEY)),
-        code=_str_or_none(metadata.get(ERROR_CODE_KEY)),
+        param=param,
+        code=error_code,
         retry_after=retry_after,
     )
-
-
-def _str_or_none(value: str | bytes | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def invalid_request(message: str, param: str | None = None) -> OpenAIError:

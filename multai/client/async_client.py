@@ -166,7 +166,7 @@ class AsyncTranscriptions:
         self, **params: Unpack[TranscriptionParams]
     ) -> Transcription | TranscriptionVerbose | str:
         """The transcript of an audio file in its own language."""
-        return await self._client._unary(protocol.TRANSCRIPTION, params)
+        return await self._client._upload(protocol.TRANSCRIPTION, params)
 
 
 class AsyncTranslations:
@@ -177,7 +177,7 @@ class AsyncTranslations:
 
     async def create(self, **params: Unpack[TranslationParams]) -> Transcription | TranscriptionVerbose | str:
         """The English transcript of an audio file."""
-        return await self._client._unary(protocol.TRANSLATION, params)
+        return await self._client._upload(protocol.TRANSLATION, params)
 
 
 class AsyncSpeech:
@@ -286,6 +286,13 @@ class AsyncMultAI(ClientBase[grpc.aio.Channel]):
         with rpc_errors(call.request_id):
             response = await method(request, timeout=call.timeout, metadata=call.metadata)
         return rpc.read(response, params)
+
+    async def _upload(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
+        """A call that sends `file=`, read in a worker thread so that a large file does not block the loop."""
+        if "file" in params:
+            data, name = await asyncio.to_thread(protocol.read_file, params["file"], self.max_message_bytes)
+            params = {**params, "file": (name, data)}
+        return await self._unary(rpc, params)
 
     async def _collect(
         self, rpc: protocol.Rpc[Any], params: Mapping[str, Any], collector: protocol.Collector[ResultT]

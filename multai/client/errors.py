@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import grpc
 
-from multai.errors import ERROR_CODE_KEY, ERROR_PARAM_KEY, http_error
+from multai.errors import error_code_and_param, http_error
 
 
 class MultAIError(Exception):
@@ -154,20 +154,12 @@ SERVER_ERROR_STATUS = 500
 FailedCall = grpc.Call | grpc.aio.AioRpcError
 
 
-def _metadata_text(exc: FailedCall, key: str) -> str | None:
-    for entry_key, value in exc.trailing_metadata() or ():
-        if entry_key == key:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
-
-
 def from_rpc_error(exc: grpc.RpcError, request_id: str | None = None) -> APIError:
     """The client exception for a failed call (sync `grpc.RpcError` or `grpc.aio.AioRpcError`)."""
     if not isinstance(exc, FailedCall):
         return APIConnectionError(str(exc) or "the gRPC call failed", request_id=request_id)
     status = exc.code()
-    code = _metadata_text(exc, ERROR_CODE_KEY)
-    param = _metadata_text(exc, ERROR_PARAM_KEY)
+    code, param = error_code_and_param(exc.trailing_metadata())
     message = exc.details() or status.name.lower()
     if status == grpc.StatusCode.DEADLINE_EXCEEDED:
         return APITimeoutError(

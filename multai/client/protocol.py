@@ -7,10 +7,9 @@ how they read the answer. Obvious mistakes raise BadRequestError here, before an
 import base64
 import json
 import os
-import struct
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -65,8 +64,15 @@ from multai.client.types import (
 )
 from multai.common.v1 import common_pb2, model_control_pb2
 from multai.image.v1 import image_pb2
-from multai.openai_objects import model_fields, verbose_transcript_fields
-from multai.openai_params import PRIORITY_NAMES, finish_reason_name, image_dimensions, priority_of_level
+from multai.openai_objects import embedding_vector, model_fields, verbose_transcript_fields
+from multai.openai_params import (
+    DEFAULT_IMAGE_MODEL,
+    PRIORITY_NAMES,
+    embedding_inputs,
+    finish_reason_name,
+    image_dimensions,
+    priority_of_level,
+)
 
 Service = Literal["chat", "audio", "image"]
 ParamsT = TypeVar("ParamsT", bound=Mapping[str, Any])
@@ -74,7 +80,6 @@ ResultT = TypeVar("ResultT")
 ResultT_co = TypeVar("ResultT_co", covariant=True)
 
 MAX_STOP_SEQUENCES = 4
-DEFAULT_IMAGE_MODEL = "dall-e-2"
 # Room for a request's other fields next to an uploaded file inside one gRPC message.
 REQUEST_OVERHEAD_BYTES = 64 * 1024
 TOOL_CHOICE_MODES = {
@@ -525,26 +530,17 @@ def include_usage(params: SamplingOptions) -> bool:
 # --- embeddings -----------------------------------------------------------------------------------
 
 
-def _embedding_input(item: Any, index: int) -> chat_pb2.EmbeddingInput:
-    if isinstance(item, str):
-        return chat_pb2.EmbeddingInput(text=item)
-    if isinstance(item, Sequence) and item and all(isinstance(token, int) for token in item):
-        return chat_pb2.EmbeddingInput(tokens=chat_pb2.TokenIds(ids=item))
-    raise BadRequestError(f"input[{index}] must be a string or a non-empty list of token ids", param="input")
-
-
 def embeddings_request(params: EmbeddingParams, call: CallSettings) -> chat_pb2.CreateEmbeddingsRequest:
     """OpenAI's four input shapes: a string, strings, one token array, token arrays."""
-    value = params["input"]
-    one_input = isinstance(value, str) or (bool(value) and all(isinstance(item, int) for item in value))
-    items = [value] if one_input else list(value)
-    if not items:
-        raise BadRequestError("input must not be empty", param="input")
+    try:
+        inputs = embedding_inputs(params["input"])
+    except ValueError as exc:
+        raise BadRequestError(str(exc), param="input") from exc
     if params.get("encoding_format") not in (None, "float", "base64"):
         raise BadRequestError("encoding_format must be 'float' or 'base64'", param="encoding_format")
     return chat_pb2.CreateEmbeddingsRequest(
         model=params["model"],
-        inputs=[_embedding_input(item, i) for i, item in enumerate(items)],
+        inputs=inputs,
         dimensions=params.get("dimensions"),
         priority=call.priority,
         request_id=call.request_id,
@@ -555,15 +551,12 @@ def embeddings_response(
     response: chat_pb2.CreateEmbeddingsResponse, params: EmbeddingParams
 ) -> CreateEmbeddingResponse:
     """The vectors as floats, or as base64 of little-endian float32 (what OpenAI sends)."""
-    as_base64 = params.get("encoding_format") == "base64"
-
-    def encoded(values: Sequence[float]) -> list[float] | str:
-        if as_base64:
-            return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
-        return list(values)
-
+    encoding_format = params.get("encoding_format")
     return CreateEmbeddingResponse(
-        data=[Embedding(embedding=encoded(e.values), index=i) for i, e in enumerate(response.embeddings)],
+        data=[
+            Embedding(embedding=embedding_vector(e.values, encoding_format), index=i)
+            for i, e in enumerate(response.embeddings)
+        ],
         model=response.model,
         usage=EmbeddingUsage(
             prompt_tokens=response.usage.prompt_tokens, total_tokens=response.usage.total_tokens

@@ -6,9 +6,6 @@ from pydantic import BaseModel, Field
 
 from rest_bridge.protocol.common import Prioritized
 
-# OpenAI's limit on inputs per request.
-MAX_INPUTS = 2048
-
 
 class EmbeddingRequest(Prioritized):
     """The request body; token-id inputs are ids of the model's own tokenizer."""

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from multai.openai_params import image_dimensions
+from multai.openai_params import DEFAULT_IMAGE_MODEL, image_dimensions
 from rest_bridge.protocol.common import Prioritized
 
 
@@ -13,7 +13,7 @@ class ImageGenerationRequest(Prioritized):
 
     prompt: str = Field(min_length=1)
     background: Literal["transparent", "opaque", "auto"] | None = None
-    model: str = Field("dall-e-2", min_length=1)
+    model: str = Field(DEFAULT_IMAGE_MODEL, min_length=1)
     moderation: str | None = Field(None, description="Accepted and ignored: no moderation model runs.")
     n: int = Field(1, ge=1, description="How many images; the image service sets the upper limit.")
     output_format: Literal["png"] | None = Field(None, description="Only PNG is produced.")

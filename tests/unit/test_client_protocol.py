@@ -269,9 +269,12 @@ def test_embeddings_accept_openai_s_four_input_shapes() -> None:
     assert [i.text for i in inputs(["a", "b"])] == ["a", "b"]
     assert [list(i.tokens.ids) for i in inputs([1, 2, 3])] == [[1, 2, 3]]
     assert [list(i.tokens.ids) for i in inputs([[1], [2, 3]])] == [[1], [2, 3]]
-    for bad in ([], [[]], [1.5]):
-        with pytest.raises(BadRequestError):
+    # OpenAI's limit counts inputs, not the tokens of one token array.
+    assert [len(i.tokens.ids) for i in inputs(list(range(3000)))] == [3000]
+    for bad in ([], [[]], [1.5], ["x"] * 2049):
+        with pytest.raises(BadRequestError) as caught:
             inputs(bad)
+        assert caught.value.param == "input"
 
 
 def test_base64_embeddings_are_little_endian_float32() -> None:
