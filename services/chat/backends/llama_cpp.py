@@ -189,6 +189,8 @@ class LlamaCppBackend:
             )
         limit = room if max_tokens is None else min(max_tokens, room)
         step = _SamplingStep(self._checked_bias(params.logit_bias), params.logprobs)
+        # llama-cpp-python copies the logits out for a processor at every token; skip it when it has no work.
+        processors = llama_cpp.LogitsProcessorList([step]) if params.logit_bias or params.logprobs else None
         grammar = _json_grammar(params)
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         text = _StopText(stops)
@@ -212,7 +214,7 @@ class LlamaCppBackend:
                 repeat_penalty=params.repeat_penalty if params.repeat_penalty is not None else 1.0,
                 frequency_penalty=params.frequency_penalty or 0.0,
                 presence_penalty=params.presence_penalty or 0.0,
-                logits_processor=llama_cpp.LogitsProcessorList([step]),
+                logits_processor=processors,
                 grammar=grammar,
             )
             try:
