@@ -9,6 +9,17 @@ from multai.common.v1 import common_pb2
 
 # Index = the level that X-MultAI-Priority, the body's `priority` and the client's `priority=` take.
 PRIORITY_NAMES = ("urgent", "normal", "background")
+# tool_choice's string forms; a named function is TOOL_CHOICE_MODE_FUNCTION with its name.
+TOOL_CHOICE_MODES = {
+    "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
+    "none": chat_pb2.TOOL_CHOICE_MODE_NONE,
+    "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED,
+}
+RESPONSE_FORMAT_TYPES = {
+    "text": chat_pb2.RESPONSE_FORMAT_TYPE_TEXT,
+    "json_object": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
 IMAGE_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_IMAGE_MODEL = "dall-e-2"
 # OpenAI's limit on inputs per embeddings request.

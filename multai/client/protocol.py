@@ -68,6 +68,8 @@ from multai.openai_objects import embedding_vector, model_fields, verbose_transc
 from multai.openai_params import (
     DEFAULT_IMAGE_MODEL,
     PRIORITY_NAMES,
+    RESPONSE_FORMAT_TYPES,
+    TOOL_CHOICE_MODES,
     embedding_inputs,
     finish_reason_name,
     image_dimensions,
@@ -82,16 +84,6 @@ ResultT_co = TypeVar("ResultT_co", covariant=True)
 MAX_STOP_SEQUENCES = 4
 # Room for a request's other fields next to an uploaded file inside one gRPC message.
 REQUEST_OVERHEAD_BYTES = 64 * 1024
-TOOL_CHOICE_MODES = {
-    "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
-    "none": chat_pb2.TOOL_CHOICE_MODE_NONE,
-    "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED,
-}
-RESPONSE_FORMAT_TYPES = {
-    "text": chat_pb2.RESPONSE_FORMAT_TYPE_TEXT,
-    "json_object": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
-    "json_schema": chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
-}
 
 
 def check_params(params: Mapping[str, Any], spec: type[Mapping[str, Any]]) -> None:

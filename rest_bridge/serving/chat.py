@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.common.v1 import common_pb2
+from multai.openai_params import RESPONSE_FORMAT_TYPES, TOOL_CHOICE_MODES
 from rest_bridge.errors import invalid_request
 from rest_bridge.protocol.chat import (
     ChatCompletion,
@@ -82,13 +83,6 @@ def tool_to_pb(tool: ChatCompletionTool) -> chat_pb2.FunctionTool:
     )
 
 
-TOOL_CHOICE_MODES = {
-    "none": chat_pb2.TOOL_CHOICE_MODE_NONE,
-    "auto": chat_pb2.TOOL_CHOICE_MODE_AUTO,
-    "required": chat_pb2.TOOL_CHOICE_MODE_REQUIRED,
-}
-
-
 def tool_choice_to_pb(param: ToolChoiceParam | None) -> chat_pb2.ToolChoice:
     """tool_choice as protobuf; unset stays unspecified (auto with tools, none without)."""
     if param is None:
@@ -100,13 +94,13 @@ def tool_choice_to_pb(param: ToolChoiceParam | None) -> chat_pb2.ToolChoice:
 
 def response_format_to_pb(param: ResponseFormatParam | None) -> chat_pb2.ResponseFormat:
     """OpenAI's response_format as protobuf; the schema travels as JSON text."""
-    if param is None or param.type == "text":
+    if param is None:
         return chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_TEXT)
-    if param.type == "json_object" or param.json_schema is None:
-        return chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT)
-    return chat_pb2.ResponseFormat(
-        type=chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=json.dumps(param.json_schema.json_schema)
-    )
+    # ResponseFormatParam makes sure a json_schema format carries its schema.
+    schema = ""
+    if param.type == "json_schema" and param.json_schema is not None:
+        schema = json.dumps(param.json_schema.json_schema)
+    return chat_pb2.ResponseFormat(type=RESPONSE_FORMAT_TYPES[param.type], json_schema=schema)
 
 
 class ChatServing:
