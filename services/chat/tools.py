@@ -24,6 +24,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from multai.errors import InvalidRequestError
+from multai.streamed_text import partial_marker_length
 from services.chat.backends.base import FunctionTool, ToolCall
 
 TOOL_CALL_OPEN = "<tool_call>"
@@ -333,14 +334,6 @@ def _parse_call(body: str, function_names: set[str]) -> tuple[str, str] | None:
     if not isinstance(arguments, dict):
         return None
     return value["name"], json.dumps(arguments, ensure_ascii=False)
-
-
-def partial_marker_length(text: str, marker: str) -> int:
-    """The length of the longest end of `text` that begins `marker`: what may still grow into it."""
-    for size in range(min(len(text), len(marker) - 1), 0, -1):
-        if marker.startswith(text[-size:]):
-            return size
-    return 0
 
 
 _CALL_HEADER = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*')

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from multai.registry import ModelManifest
+from multai.streamed_text import partial_marker_length
 from services.chat.backends.base import (
     Finished,
     FinishReason,
@@ -33,7 +34,6 @@ from services.chat.backends.base import (
     UnsupportedSchemaError,
 )
 from services.chat.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
-from services.chat.tools import partial_marker_length
 
 # llama-cpp-python's defaults for each endpoint, kept so that replies do not change with the engine loop.
 CHAT_TEMPERATURE = 0.2

@@ -24,6 +24,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from multai.errors import InvalidRequestError
 from multai.registry import ModelManifest
+from multai.streamed_text import partial_marker_length
 from multai.torch_runtime import leased_device, release_device_memory, seeded_generation, weights_dtype
 from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
 
@@ -85,7 +86,7 @@ class ReplyText:
         if stop_at >= 0:
             piece, self._sent = text[self._sent : stop_at], len(text)
             return piece, True
-        end = len(text) - max((_partial_stop_length(text, s) for s in self._stops), default=0)
+        end = len(text) - max((partial_marker_length(text, s) for s in self._stops), default=0)
         while end > self._sent and text[end - 1] == REPLACEMENT_CHARACTER:
             end -= 1
         piece = text[self._sent : end]
@@ -97,11 +98,6 @@ class ReplyText:
         text: str = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
         piece, self._sent = text[self._sent :], len(text)
         return piece
-
-
-def _partial_stop_length(text: str, stop: str) -> int:
-    """The length of the longest end of text that is the beginning of stop (but not all of it)."""
-    return max((size for size in range(1, len(stop)) if text.endswith(stop[:size])), default=0)
 
 
 def decode_image(data: bytes, index: int) -> Image.Image:
