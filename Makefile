@@ -29,6 +29,7 @@ clean:
 # The quick set (under 10 minutes on 2 cores); results and charts land in bench/results/ (not committed).
 bench-deps: install
 	$(BIN)/python -m pip install -q -e ".[loadgen]"
+	bash scripts/build-llama-server.sh
 
 bench: bench-deps
 	$(BIN)/python -m bench.lease_bench --json bench/results/lease.json

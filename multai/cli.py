@@ -119,9 +119,10 @@ def format_status(status: scheduler_pb2.GetStatusResponse) -> str:
     """The scheduler's state as tables, like `ollama ps`."""
     lines = ["SERVICE      PID       ID"]
     lines += [f"{s.service:<12} {s.pid:<9} {s.service_id}" for s in status.services]
-    lines += ["", "MODEL                         SERVICE  DEVICE  SIZE       IDLE"]
+    lines += ["", "MODEL                         SERVICE  DEVICE  SIZE       SLOTS  IDLE"]
     lines += [
         f"{r.model:<29} {r.service:<8} {DEVICE_NAMES.get(r.device, '?'):<7} {_mb(r.size_bytes):<10} "
+        f"{f'{r.slots_in_use}/{max(r.slots, 1)}':<6} "
         f"{'busy' if r.idle_seconds == 0 else f'{r.idle_seconds:.0f}s'}"
         for r in status.resident_models
     ]

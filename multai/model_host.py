@@ -2,10 +2,15 @@
 
 Every modality service uses it the same way: `async with host.leased(manifest, priority, request_id)` waits
 for a lease, loads the model where the lease says (once), and yields the backend for one inference.
+
+Each model's engine calls run on one thread of its own: engines built on OpenMP (llama.cpp, CTranslate2) or
+on their own pools (torch) give every calling thread its own team of workers, and a pool of callers slowed
+them down more with every request. A backend that batches (`slots` > 1) serves its leases side by side.
 """
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -13,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from multai.common.v1 import common_pb2
 from multai.registry import ModelManifest, ModelRegistry
@@ -31,18 +36,39 @@ class LoadableBackend(Protocol):
     def unload(self) -> None: ...
 
 
+@runtime_checkable
+class BatchingBackend(Protocol):
+    """A backend that serves `slots` requests of one model at once."""
+
+    slots: int
+
+
 BackendT = TypeVar("BackendT", bound=LoadableBackend)
 ItemT = TypeVar("ItemT")
 
+# The engine thread of the model whose lease the current task holds; engine calls inside a lease run there.
+_engine_thread: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
+    "engine_thread", default=None
+)
+
+
+def slots_of(backend: object) -> int:
+    """How many requests a backend serves at once."""
+    return max(1, backend.slots) if isinstance(backend, BatchingBackend) else 1
+
 
 @dataclass
-class _Slot(Generic[BackendT]):
-    """One model's backend; the lock serialises its loads, unloads and inferences."""
+class _HostedModel(Generic[BackendT]):
+    """One model's backend; the lock serialises loads, unloads and (unless it batches) inferences."""
 
     backend: BackendT
+    engine_thread: ThreadPoolExecutor
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     device: common_pb2.Device.ValueType = common_pb2.DEVICE_UNSPECIFIED
     measured_bytes: int = 0
+    # Leases using a batching backend now; an unload waits for none.
+    users: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ModelHost(Generic[BackendT]):
@@ -57,15 +83,23 @@ class ModelHost(Generic[BackendT]):
         lease_wait_seconds: float,
     ) -> None:
         self.registry = registry
-        self._slots = {m.id: _Slot(make_backend(m)) for m in registry.models()}
+        self._slots = {
+            m.id: _HostedModel(make_backend(m), ThreadPoolExecutor(1, thread_name_prefix=f"{m.id}-engine"))
+            for m in registry.models()
+        }
         self._lease_wait_seconds = lease_wait_seconds
-        # Engine calls get their own threads so the event loop never blocks on them.
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-engine")
+        # Blocking work outside any model's engine (codecs, file reads) runs here, off the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-worker")
         self.scheduler = SchedulerClient(
             scheduler_address,
             service_name,
             [
-                scheduler_pb2.ModelFootprint(model=m.id, size_bytes=m.size_bytes, n_layers=m.n_layers)
+                scheduler_pb2.ModelFootprint(
+                    model=m.id,
+                    size_bytes=m.size_bytes,
+                    n_layers=m.n_layers,
+                    slots=slots_of(self._slots[m.id].backend),
+                )
                 for m in registry.models()
             ],
             on_unload=self.unload,
@@ -82,6 +116,8 @@ class ModelHost(Generic[BackendT]):
             await self.unload(model)
         await self.scheduler.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for slot in self._slots.values():
+            slot.engine_thread.shutdown(wait=False, cancel_futures=True)
 
     def resident_reports(self) -> list[ResidentReport]:
         """The models loaded now, for a (re-)registration."""
@@ -113,17 +149,34 @@ class ModelHost(Generic[BackendT]):
         """
         async with self.scheduler.lease(request_id, manifest.id, priority, self._lease_wait_seconds) as grant:
             slot = self._slots[manifest.id]
-            async with slot.lock:
-                await self._ensure_loaded(manifest.id, slot, grant, max_gpu_layers)
-                yield slot.backend
+            on_engine_thread = _engine_thread.set(slot.engine_thread)
+            try:
+                if slots_of(slot.backend) == 1:
+                    async with slot.lock:
+                        await self._ensure_loaded(manifest.id, slot, grant, max_gpu_layers)
+                        yield slot.backend
+                    return
+                async with slot.lock:
+                    await self._ensure_loaded(manifest.id, slot, grant, max_gpu_layers)
+                    slot.users += 1
+                    slot.idle.clear()
+                try:
+                    yield slot.backend
+                finally:
+                    slot.users -= 1
+                    if slot.users == 0:
+                        slot.idle.set()
+            finally:
+                _engine_thread.reset(on_engine_thread)
 
     async def _ensure_loaded(
-        self, model: str, slot: _Slot[BackendT], grant: Grant, max_gpu_layers: int | None
+        self, model: str, slot: _HostedModel[BackendT], grant: Grant, max_gpu_layers: int | None
     ) -> None:
         if slot.device == grant.device:
             return
+        loop = asyncio.get_running_loop()
         if slot.device != common_pb2.DEVICE_UNSPECIFIED:
-            await self.run_blocking(slot.backend.unload)
+            await loop.run_in_executor(slot.engine_thread, slot.backend.unload)
             slot.device = common_pb2.DEVICE_UNSPECIFIED
         use_gpu = grant.device == common_pb2.DEVICE_GPU
         gpu_layers = grant.gpu_layers
@@ -132,7 +185,9 @@ class ModelHost(Generic[BackendT]):
         log.info("loading %s on %s", model, f"GPU ({gpu_layers} layers)" if use_gpu else "CPU")
         started = time.monotonic()
         try:
-            slot.measured_bytes = await self.run_blocking(slot.backend.load, use_gpu, gpu_layers)
+            slot.measured_bytes = await loop.run_in_executor(
+                slot.engine_thread, slot.backend.load, use_gpu, gpu_layers
+            )
         except BaseException:
             self.scheduler.report_evicted(model)
             raise
@@ -148,14 +203,20 @@ class ModelHost(Generic[BackendT]):
         async with slot.lock:
             if slot.device == common_pb2.DEVICE_UNSPECIFIED:
                 return False
+            if slot.users:
+                await slot.idle.wait()
             log.info("unloading %s", model)
-            await self.run_blocking(slot.backend.unload)
+            await asyncio.get_running_loop().run_in_executor(slot.engine_thread, slot.backend.unload)
             slot.device = common_pb2.DEVICE_UNSPECIFIED
             return True
 
+    def _thread_for_call(self) -> ThreadPoolExecutor:
+        """The leased model's engine thread inside a lease, the shared workers outside one."""
+        return _engine_thread.get() or self._executor
+
     async def run_blocking(self, fn: Callable[..., ItemT], *args: object) -> ItemT:
-        """Runs a blocking call (engine, codec) in an engine thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Runs a blocking call off the loop: on the leased model's engine thread, or on a worker."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread_for_call(), fn, *args)
 
     async def stream(self, produce: Callable[[threading.Event], Iterator[ItemT]]) -> AsyncIterator[ItemT]:
         """Runs a blocking generator in an engine thread and yields its items on the loop.
@@ -185,7 +246,7 @@ class ModelHost(Generic[BackendT]):
                 return
             deliver(True, None)
 
-        worker = loop.run_in_executor(self._executor, pump)
+        worker = loop.run_in_executor(self._thread_for_call(), pump)
         try:
             while True:
                 done, payload = await queue.get()

@@ -37,6 +37,8 @@ class ModelManifest(BaseModel):
     files: list[str] = Field(min_length=1)
     size_bytes: int = Field(ge=0)
     n_layers: int = Field(0, ge=0)
+    # Requests a batching engine serves at once (llama_cpp); 0 takes the service's default.
+    parallel: int = Field(0, ge=0, le=64)
     fixture: bool = False
     description: str = ""
     created: int = 0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from multai.errors import InvalidRequestError, ResourceExhaustedError, ServiceUnavailableError
-from scheduler.memory import DeviceKind, Evict, Footprint, MemoryPlanner, Place, Refuse, ResidentModel, Wait
+from scheduler.memory import DeviceKind, Evict, Footprint, MemoryPlanner, Place, Refuse, ResidentModel
 from scheduler.metrics import SchedulerMetrics
 from scheduler.queue import LeaseQueue, Level, QueueFullError, Waiter
 
@@ -84,6 +84,7 @@ class LeaseArbiter:
         self._fencing = itertools.count(self.fencing_floor)
         self.total_grants = 0
         self.total_evictions = 0
+        self._models_shown: set[str] = set()
         for device in planner.devices:
             self.metrics.memory_budget.labels(device.kind.value).set(device.budget_bytes)
 
@@ -107,6 +108,7 @@ class LeaseArbiter:
                 size or footprints[model].size_bytes,
                 self._clock(),
                 loaded=True,
+                slots=footprints[model].slots,
             )
         log.info("service %s (pid %d) registered %d models", name, pid, len(footprints))
         self._dispatch()
@@ -134,7 +136,16 @@ class LeaseArbiter:
         """A service loaded a model; a measured size replaces the manifest's estimate."""
         entry = self.resident.get(model)
         if entry is None:
-            entry = ResidentModel(model, service_id, device, measured_bytes, self._clock())
+            service = self.services.get(service_id)
+            footprint = service.footprints.get(model) if service is not None else None
+            entry = ResidentModel(
+                model,
+                service_id,
+                device,
+                measured_bytes,
+                self._clock(),
+                slots=footprint.slots if footprint else 1,
+            )
             self.resident[model] = entry
         entry.device = device
         entry.loaded = True
@@ -152,7 +163,7 @@ class LeaseArbiter:
             service = self.services.get(service_id)
             if service is not None and model in service.footprints:
                 old = service.footprints[model]
-                service.footprints[model] = Footprint(measured_bytes, old.n_layers)
+                service.footprints[model] = Footprint(measured_bytes, old.n_layers, old.slots)
         self._dispatch()
 
     def model_evicted(self, model: str) -> None:
@@ -216,23 +227,54 @@ class LeaseArbiter:
         return {m for m, r in self.resident.items() if not r.unloading}
 
     def _dispatch(self) -> None:
-        """Grants from the head of the queue while the planner allows; strictly in queue order."""
-        while (waiter := self.queue.peek(self._warm_models())) is not None:
+        """Grants from the head of the queue while the planner allows, in queue order, except that a waiter
+        may join its model's running batch past waiters for other models that are not more urgent."""
+        while ordered := self.queue.ordered(self._warm_models()):
+            waiter = ordered[0]
             service = self.services[waiter.service_id]
             decision = self.planner.decide(waiter.model, service.footprints[waiter.model], self.resident)
             match decision:
                 case Place():
                     self._grant(waiter, decision)
-                case Evict(models=models):
-                    for model in models:
-                        self._send_unload(model)
-                    break
-                case Wait():
-                    break
+                    continue
                 case Refuse(message=message):
                     self.metrics.refusals.labels("too_large").inc()
                     self._fail(waiter, ResourceExhaustedError(message, param="model"))
+                    continue
+                case Evict(models=models):
+                    for model in models:
+                        self._send_unload(model)
+            joiner = self._batch_joiner(ordered)
+            if joiner is None:
+                break
+            entry = self.resident[joiner.model]
+            self._grant(joiner, Place(entry.device, entry.gpu_layers, entry.cpu_bytes))
         self._refresh_gauges()
+
+    def _batch_joiner(self, ordered: list[Waiter]) -> Waiter | None:
+        """The first waiter that may join its model's running batch although the head of the queue waits.
+
+        It may when a slot is free and no waiter for another model stands ahead of it at a more urgent
+        effective level; at level 0 any urgent waiter ahead blocks it, as urgent requests are served strictly
+        in arrival order (lower levels are bounded by aging). Otherwise the batch drains and the device passes
+        to the head of the queue, which then waits only for the streams in flight.
+        """
+        now = self._clock()
+        for index, waiter in enumerate(ordered[1:], start=1):
+            if not self.planner.can_join(waiter.model, self.resident):
+                continue
+            level = self.queue.effective_level(waiter, now)
+            blocked = any(
+                ahead.model != waiter.model
+                and (
+                    (ahead_level := self.queue.effective_level(ahead, now)) < level
+                    or ahead_level is Level.URGENT
+                )
+                for ahead in ordered[:index]
+            )
+            if not blocked:
+                return waiter
+        return None
 
     def _grant(self, waiter: Waiter, place: Place) -> None:
         self.queue.remove(waiter)
@@ -248,6 +290,7 @@ class LeaseArbiter:
                 now,
                 gpu_layers=place.gpu_layers,
                 cpu_bytes=place.cpu_bytes,
+                slots=footprint.slots,
             )
             self.resident[waiter.model] = entry
         entry.active_leases += 1
@@ -325,3 +368,11 @@ class LeaseArbiter:
             kind = device.kind
             self.metrics.memory_used.labels(kind.value).set(self.planner.used_bytes(kind, self.resident))
             self.metrics.active_leases.labels(kind.value).set(self.planner.active_leases(kind, self.resident))
+        for entry in self.resident.values():
+            self.metrics.slots.labels(entry.model).set(entry.slots)
+            self.metrics.slots_in_use.labels(entry.model).set(entry.active_leases)
+        for model in self._models_shown - self.resident.keys():
+            # An unloaded model serves nothing; keep its series at zero rather than at a stale count.
+            self.metrics.slots.labels(model).set(0)
+            self.metrics.slots_in_use.labels(model).set(0)
+        self._models_shown |= self.resident.keys()

@@ -17,8 +17,12 @@ class SchedulerSettings(GrpcServiceSettings):
     ram_fraction: float = Field(0.8, gt=0, le=1, description="Share of total RAM models may take.")
     vram_fraction: float = Field(0.9, gt=0, le=1, description="Share of GPU memory models may take.")
     use_gpu: bool = Field(True, description="Place models on the GPU when NVML finds one.")
-    max_gpu_leases: int = Field(1, ge=1, description="Leases active on the GPU at once.")
-    max_cpu_leases: int = Field(1, ge=1, description="Leases active on the CPU at once.")
+    max_gpu_leases: int = Field(
+        1, ge=1, description="Models running on the GPU at once; each runs one batch of up to its slots."
+    )
+    max_cpu_leases: int = Field(
+        1, ge=1, description="Models running on the CPU at once; each runs one batch of up to its slots."
+    )
     max_queue_per_level: int = Field(256, ge=1, description="Waiters per priority level before 429.")
     aging_seconds: float = Field(30.0, gt=0, description="A waiter rises one level after this long.")
     lease_ttl_seconds: float = Field(30.0, gt=0, description="A lease expires unless renewed within this.")

@@ -113,6 +113,8 @@ class Footprint:
 
     size_bytes: int
     n_layers: int = 0
+    # Requests served at once in one batch (a llama.cpp model's slots); 1 means one at a time.
+    slots: int = 1
 
 
 @dataclass
@@ -131,6 +133,12 @@ class ResidentModel:
     # For a model split between GPU and CPU: the layers on the GPU and the bytes left in RAM.
     gpu_layers: int = -1
     cpu_bytes: int = 0
+    slots: int = 1
+
+    @property
+    def batch_running(self) -> bool:
+        """Whether leases are active on it: a running batch, which holds its device."""
+        return self.active_leases > 0
 
     def bytes_on(self, kind: DeviceKind) -> int:
         """Memory this model takes on a device."""
@@ -192,6 +200,20 @@ class MemoryPlanner:
         """Leases active on a device."""
         return sum(r.active_leases for r in resident.values() if r.device is kind)
 
+    def running_batches(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
+        """Models with active leases on a device; the device's lease limit counts these batches."""
+        return sum(1 for r in resident.values() if r.device is kind and r.batch_running)
+
+    def can_join(self, model: str, resident: Mapping[str, ResidentModel]) -> bool:
+        """Whether a request for `model` can join its running batch now: a slot is free."""
+        current = resident.get(model)
+        return (
+            current is not None
+            and not current.unloading
+            and current.batch_running
+            and current.active_leases < current.slots
+        )
+
     def free_bytes(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
         """What a new model may take: the budget left, and no more than the device really has free
         (other processes use memory too) minus the loads granted but not yet visible to the probe."""
@@ -205,6 +227,11 @@ class MemoryPlanner:
         if current is not None:
             if current.unloading:
                 return Wait()  # its unload is under way; it loads again once that is done
+            if current.batch_running:
+                # Its batch holds the device already: join it while a slot is free.
+                if self.can_join(model, resident):
+                    return Place(current.device, current.gpu_layers, current.cpu_bytes)
+                return Wait()
             return self._when_free(
                 current.device, Place(current.device, current.gpu_layers, current.cpu_bytes), resident
             )
@@ -248,7 +275,7 @@ class MemoryPlanner:
         return Place(DeviceKind.GPU, int(layers), cpu_bytes)
 
     def _when_free(self, kind: DeviceKind, place: Place, resident: Mapping[str, ResidentModel]) -> Decision:
-        if self.active_leases(kind, resident) >= self._max_active_leases[kind]:
+        if self.running_batches(kind, resident) >= self._max_active_leases[kind]:
             return Wait()
         return place
 

@@ -58,3 +58,15 @@ class SchedulerMetrics:
         self.active_leases = Gauge(
             "multai_scheduler_active_leases", "Leases held now.", ["device"], registry=self.registry
         )
+        self.slots = Gauge(
+            "multai_scheduler_batch_slots",
+            "Requests a resident model serves at once in one batch.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.slots_in_use = Gauge(
+            "multai_scheduler_batch_slots_in_use",
+            "Slots of a resident model's batch in use now (one per active lease).",
+            ["model"],
+            registry=self.registry,
+        )

@@ -50,7 +50,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         service = self._arbiter.register(
             hello.service,
             hello.pid,
-            {m.model: Footprint(m.size_bytes, m.n_layers) for m in hello.models},
+            {m.model: Footprint(m.size_bytes, m.n_layers, max(1, m.slots)) for m in hello.models},
             {r.model: (DEVICE_FROM_PB[r.device], r.measured_bytes) for r in hello.resident},
         )
         events = asyncio.create_task(self._consume_events(request_iterator, service.service_id))
@@ -174,6 +174,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     device=DEVICE_TO_PB[r.device],
                     size_bytes=r.size_bytes,
                     idle_seconds=0.0 if r.active_leases else now - r.last_used,
+                    slots=r.slots,
+                    slots_in_use=r.active_leases,
                 )
                 for r in arbiter.resident.values()
             ],

@@ -28,16 +28,9 @@ if [ ! -f "$STAMPS/torch-$TORCH_VERSION" ]; then
   touch "$STAMPS/torch-$TORCH_VERSION"
 fi
 
-# llama-cpp-python from source without -march=native: the native build segfaults in ggml's AMX
-# kernels on these machines. Enable exactly the AVX levels this CPU reports.
+# llama-cpp-python from source with the CPU-safe flags of cpu-cmake-flags.sh.
 if [ ! -f "$STAMPS/llama-cpp-python-$LLAMA_CPP_VERSION" ]; then
-  flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
-  has() { [[ " $flags " == *" $1 "* ]] && echo ON || echo OFF; }
-  cmake_args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-  cmake_args+=" -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c)"
-  cmake_args+=" -DGGML_AVX512=$(has avx512f) -DGGML_AVX512_VBMI=$(has avx512vbmi)"
-  cmake_args+=" -DGGML_AVX512_VNNI=$(has avx512_vnni) -DGGML_AVX512_BF16=$(has avx512_bf16)"
-  cmake_args+=" -DGGML_AVX_VNNI=$(has avx_vnni) -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+  cmake_args=$(bash scripts/cpu-cmake-flags.sh)
   say "building llama-cpp-python==$LLAMA_CPP_VERSION from source ($cmake_args); takes a few minutes"
   CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
     "${PIP[@]}" --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$LLAMA_CPP_VERSION"

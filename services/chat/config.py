@@ -17,4 +17,13 @@ class ChatSettings(ModelServiceSettings):
     n_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation."
     )
-    context_length: int = Field(2048, ge=128, description="Context window when the manifest sets none.")
+    context_length: int = Field(
+        2048, ge=128, description="Context window of one request when the manifest sets none."
+    )
+    parallel: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Requests a GGUF model decodes together in one batch when its manifest sets no "
+        "`parallel`; the KV cache holds parallel x context_length tokens.",
+    )

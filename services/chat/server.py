@@ -21,7 +21,7 @@ async def serve(settings: ChatSettings) -> None:
         if manifest.backend == "sentence_transformers":
             return SentenceTransformersBackend(manifest)
         if manifest.backend == "llama_cpp":
-            return LlamaCppBackend(manifest, settings.n_threads, settings.context_length)
+            return LlamaCppBackend(manifest, settings.n_threads, settings.context_length, settings.parallel)
         raise ValueError(f"model {manifest.id}: the chat service has no backend {manifest.backend!r}")
 
     def add_servicers(server: grpc.aio.Server, host: ModelHost[Any]) -> list[str]:

@@ -1,13 +1,14 @@
 """ChatService and ModelControlService for the chat models: the only place this service touches protobuf."""
 
+import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
-from threading import Event
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message as Message_pb
@@ -24,6 +25,7 @@ from services.chat.backends.base import (
     FunctionTool,
     GenerationEvent,
     GenerationParams,
+    GenerationStream,
     InvalidParameterError,
     Message,
     TextDelta,
@@ -58,13 +60,11 @@ TOOL_MODES: dict[int, ToolMode | None] = {
     chat_pb2.TOOL_CHOICE_MODE_FUNCTION: ToolMode.FUNCTION,
 }
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
-# Choices are generated one after another on one model, so many of them would hold the lease for long.
+# Each choice takes a slot of the model's batch; past its slots they wait their turn under the same lease.
 MAX_CHOICES = 8
 # OpenAI's limits.
 MAX_TOP_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0
-
-ItemT = TypeVar("ItemT")
 
 
 def _optional(message: Message_pb, name: str) -> Any:
@@ -125,19 +125,19 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         # With tool_choice "none" the model is not told about tools, so it cannot try to call them.
         prompt_tools = [] if choice.mode is ToolMode.NONE else tools
 
-        def produce(backend: ChatBackend) -> Callable[[Event], Iterator[tuple[int, GenerationEvent]]]:
-            def each_choice(cancel: Event) -> Iterator[tuple[int, GenerationEvent]]:
-                for index in range(choices):
-                    for event in backend.stream_chat(
-                        messages, prompt_tools, _choice_params(params, index), cancel
-                    ):
-                        yield index, event
-
-            return each_choice
+        async def open_choices(backend: ChatBackend) -> list[GenerationStream]:
+            # Every choice runs in a slot of its own; siblings share the prompt's KV cells.
+            return [
+                await backend.open_chat(messages, prompt_tools, _choice_params(params, index))
+                for index in range(choices)
+            ]
 
         replies = [_ChoiceReply(reply_parser(tools, choice, parallel)) for _ in range(choices)]
         completion_tokens = 0
-        generated = self._generate(manifest, request.priority, request.request_id, request.engine, produce)
+        unfinished = choices
+        generated = self._generate(
+            manifest, request.priority, request.request_id, request.engine, open_choices
+        )
         try:
             async with aclosing(generated) as events:
                 async for index, event in events:
@@ -146,7 +146,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     else:
                         completion_tokens += event.completion_tokens
                         fields = replies[index].finish(event)
-                        if index == choices - 1:
+                        unfinished -= 1
+                        if not unfinished:
                             # The prompt is the same for every choice, so it counts once.
                             fields[-1]["usage"] = _usage(event.prompt_tokens, completion_tokens)
                     for field_values in fields:
@@ -163,15 +164,13 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "completions")
         params = params_from_pb(request.sampling, request.engine)
         prompt = request.prompt
-        generated = self._generate(
-            manifest,
-            request.priority,
-            request.request_id,
-            request.engine,
-            lambda backend: lambda cancel: backend.stream_completion(prompt, params, cancel),
-        )
+
+        async def open_one(backend: ChatBackend) -> list[GenerationStream]:
+            return [await backend.open_completion(prompt, params)]
+
+        generated = self._generate(manifest, request.priority, request.request_id, request.engine, open_one)
         async with aclosing(generated) as events:
-            async for event in events:
+            async for _, event in events:
                 if isinstance(event, TextDelta):
                     yield chat_pb2.CreateCompletionResponse(model=manifest.id, delta=event.text)
                 else:
@@ -214,18 +213,61 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         priority: common_pb2.Priority.ValueType,
         request_id: str,
         engine: chat_pb2.EngineOptions,
-        producer: Callable[[ChatBackend], Callable[[Event], Iterator[ItemT]]],
-    ) -> AsyncIterator[ItemT]:
+        open_streams: Callable[[ChatBackend], Awaitable[list[GenerationStream]]],
+    ) -> AsyncIterator[tuple[int, GenerationEvent]]:
+        """The events of each stream, tagged with its index, under one lease; the streams end before it does.
+
+        Text that arrived while the reader was busy comes as one event, so a lagging reader sends several
+        tokens in one message; the first token is never held back.
+        """
         max_gpu_layers = engine.n_gpu_layers if engine.HasField("n_gpu_layers") else None
-        async with self._host.leased(
-            manifest, priority, request_id or uuid.uuid4().hex, max_gpu_layers
-        ) as backend:
+        async with (
+            self._host.leased(manifest, priority, request_id or uuid.uuid4().hex, max_gpu_layers) as backend,
+            contextlib.AsyncExitStack() as streams_open,
+        ):
             try:
-                async with aclosing(self._host.stream(producer(backend))) as events:
-                    async for event in events:
-                        yield event
+                streams = []
+                for stream in await open_streams(backend):
+                    streams_open.push_async_callback(stream.aclose)
+                    streams.append(stream)
+                async for index, events in _arrivals(streams):
+                    for event in _coalesced(events):
+                        yield index, event
             except InvalidParameterError as exc:
                 raise InvalidRequestError(str(exc), param=exc.param) from exc
+
+
+async def _arrivals(streams: list[GenerationStream]) -> AsyncIterator[tuple[int, list[GenerationEvent]]]:
+    """What each stream delivers, as it arrives, until all have finished."""
+    if len(streams) == 1:
+        while events := await streams[0].next_events():
+            yield 0, events
+        return
+    reads = {asyncio.ensure_future(stream.next_events()): index for index, stream in enumerate(streams)}
+    try:
+        while reads:
+            done, _ = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+            for read in done:
+                index = reads.pop(read)
+                events = read.result()
+                if events:
+                    reads[asyncio.ensure_future(streams[index].next_events())] = index
+                    yield index, events
+    finally:
+        for read in reads:
+            read.cancel()
+
+
+def _coalesced(events: list[GenerationEvent]) -> list[GenerationEvent]:
+    """Consecutive text deltas merged into one."""
+    merged: list[GenerationEvent] = []
+    for event in events:
+        previous = merged[-1] if merged else None
+        if isinstance(event, TextDelta) and isinstance(previous, TextDelta):
+            merged[-1] = TextDelta(previous.text + event.text, previous.logprobs + event.logprobs)
+        else:
+            merged.append(event)
+    return merged
 
 
 def _messages_from_pb(messages: Sequence[chat_pb2.ChatMessage]) -> list[Message]:

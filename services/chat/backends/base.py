@@ -1,7 +1,5 @@
 """The interface every chat engine implements, and the plain data it exchanges."""
 
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
@@ -121,25 +119,34 @@ class Finished:
 GenerationEvent = TextDelta | Finished
 
 
+class GenerationStream(Protocol):
+    """One generation in flight; its events arrive on the event loop that opened it."""
+
+    async def next_events(self) -> list[GenerationEvent]:
+        """Every event that arrived since the last call, waiting for one; [] after the Finished event."""
+
+    async def aclose(self) -> None:
+        """Ends the generation if it still runs, and returns once the engine no longer works on it."""
+
+
 class ChatBackend(Protocol):
-    """A loaded-on-demand text generation engine; every method blocks and runs off the event loop."""
+    """A loaded-on-demand text generation engine that serves `slots` requests at once.
+
+    load() and unload() block and run off the event loop; the open_* calls run on it and return at once.
+    """
+
+    slots: int
 
     def load(self, use_gpu: bool, gpu_layers: int) -> int:
-        """Loads the weights; returns the bytes the model takes."""
+        """Loads the weights; returns the bytes the model takes, the KV cells of every slot included."""
 
     def unload(self) -> None:
-        """Frees the model's memory."""
+        """Frees the model's memory; nothing may be generating."""
 
-    def stream_chat(
-        self,
-        messages: list[Message],
-        tools: list[FunctionTool],
-        params: GenerationParams,
-        cancel: threading.Event,
-    ) -> Iterator[GenerationEvent]:
-        """Generates the assistant's reply, `tools` described to the model; stops once `cancel` is set."""
+    async def open_chat(
+        self, messages: list[Message], tools: list[FunctionTool], params: GenerationParams
+    ) -> GenerationStream:
+        """Starts generating the assistant's reply, `tools` described to the model."""
 
-    def stream_completion(
-        self, prompt: str, params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[GenerationEvent]:
-        """Continues a raw prompt; stops early once `cancel` is set."""
+    async def open_completion(self, prompt: str, params: GenerationParams) -> GenerationStream:
+        """Starts continuing a raw prompt."""

@@ -1,0 +1,614 @@
+"""BatchEngine: continuous batching over one llama.cpp context, driven from one dedicated thread.
+
+A loaded GGUF model has N slots, one llama.cpp sequence each. Requests join between decode steps: every
+step feeds one token of each running sequence, and a chunk of the prompts being prefilled, to one
+`llama_decode`, so four streams cost little more than one. Chunks are small while others are decoding, so
+a long prompt never stalls the streams already running for long. A slot keeps the KV cells of its last
+prompt and reply; a new request starts from the longest prefix any slot holds (a multi-turn conversation's
+history, or the shared prompt of sibling choices), as llama.cpp's server does.
+
+llama.cpp is called from this one thread only: with libgomp each calling thread gets an OpenMP team of its
+own, and a pool of callers slowed decoding 2.7x after a few thousand requests.
+"""
+
+import asyncio
+import codecs
+import contextlib
+import ctypes
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+
+from multai.streamed_text import partial_marker_length
+from services.chat.backends.base import (
+    Finished,
+    FinishReason,
+    GenerationEvent,
+    TextDelta,
+    TokenLogprob,
+    TopLogprob,
+    UnsupportedSchemaError,
+)
+
+log = logging.getLogger(__name__)
+
+# OpenAI reports this for tokens that are practically impossible; JSON has no -infinity.
+LOWEST_LOGPROB = -9999.0
+# Prompt tokens one step feeds while other sequences are decoding: bounds their stall to a few tokens' time.
+PREFILL_CHUNK_WHILE_DECODING = 64
+# A request waits for a sibling's prefill rather than repeat it when it would share this many more tokens.
+SHARE_PREFIX_MIN_TOKENS = 16
+# The penalties look back this far, as llama-cpp-python's default last_n_tokens_size.
+PENALTY_LAST_N = 64
+PIECE_BUFFER_BYTES = 256
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """One sequence's sampler chain; temperature 0 is greedy."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    seed: int
+    # A GBNF grammar the reply must match (root rule "root"), or None.
+    grammar: str | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    # None: no log probabilities; otherwise report each token's with this many alternatives.
+    top_logprobs: int | None = None
+
+
+@dataclass
+class SequenceJob:
+    """What one sequence generates: a prompt, its sampler, its limits."""
+
+    prompt: list[int]
+    sampling: SamplingSpec
+    max_tokens: int
+    stops: list[str]
+    # False: evaluate the whole prompt afresh, so that a seeded reply does not depend on the cache.
+    reuse_prefix: bool = True
+    n_threads: int | None = None
+
+
+class _StopText:
+    """Decodes token bytes into text and holds back what may still become a stop sequence."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._held = ""
+
+    def push(self, data: bytes) -> tuple[str, bool]:
+        """The text that is now certain, and whether a stop sequence ended the reply (it is not included)."""
+        self._held += self._decoder.decode(data)
+        found = [index for index in (self._held.find(s) for s in self._stops) if index >= 0]
+        if found:
+            text, self._held = self._held[: min(found)], ""
+            return text, True
+        keep = max((partial_marker_length(self._held, s) for s in self._stops), default=0)
+        text, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
+        return text, False
+
+    def flush(self) -> str:
+        """What is held back, at the end of the reply (an unfinished character becomes U+FFFD)."""
+        text, self._held = self._held + self._decoder.decode(b"", final=True), ""
+        return text
+
+
+class _Left:
+    """The engine's last word to a stream: the sequence has left the batch and its slot is free."""
+
+
+_LEFT = _Left()
+Delivered = GenerationEvent | BaseException | _Left
+
+
+class EngineStream:
+    """One sequence's events on the event loop that opened it; closing it takes the sequence out of the batch.
+
+    `next_events` returns everything that arrived since the last call, so a reader that lags sends several
+    tokens at once while the first token is never held back.
+    """
+
+    def __init__(self, engine: "BatchEngine", job: SequenceJob) -> None:
+        self._engine = engine
+        self.job = job
+        self.loop = asyncio.get_running_loop()
+        self._items: deque[Delivered] = deque()
+        self._arrived = asyncio.Event()
+        self._left = asyncio.Event()
+        self._finished = False
+        self.cancelled = False
+
+    def _deliver(self, items: list[Delivered]) -> None:
+        """On the loop: takes the engine's items."""
+        for item in items:
+            if item is _LEFT:
+                self._left.set()
+            else:
+                self._items.append(item)
+        self._arrived.set()
+
+    async def next_events(self) -> list[GenerationEvent]:
+        """The events that arrived, waiting for at least one; [] once the sequence has finished."""
+        while not self._items:
+            if self._finished or self._left.is_set():
+                return []
+            self._arrived.clear()
+            await self._arrived.wait()
+        events: list[GenerationEvent] = []
+        while self._items:
+            item = self._items.popleft()
+            if isinstance(item, BaseException):
+                self._finished = True
+                raise item
+            assert not isinstance(item, _Left)
+            events.append(item)
+            if isinstance(item, Finished):
+                self._finished = True
+        return events
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        while events := await self.next_events():
+            for event in events:
+                yield event
+
+    async def aclose(self) -> None:
+        """Takes the sequence out of the batch (if it still runs) and waits until the engine has let it go.
+
+        It waits even if cancelled meanwhile, then re-raises: the lease must outlive the sequence.
+        """
+        if not self._left.is_set():
+            self.cancelled = True
+            self._engine.wake()
+        cancelled: asyncio.CancelledError | None = None
+        while not self._left.is_set():
+            try:
+                await asyncio.shield(self._left.wait())
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        if cancelled is not None:
+            raise cancelled
+
+
+@dataclass
+class _Running:
+    """A sequence in a slot: its prompt still to feed, or the token it sampled last."""
+
+    stream: EngineStream
+    sampler: "llama_cpp.llama_sampler_p"
+    text: _StopText
+    limit: int
+    fed: int = 0
+    next_token: int | None = None
+    generated: int = 0
+    pending_logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    """One llama.cpp sequence id and the tokens whose KV cells it holds."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    running: _Running | None = None
+    last_used: float = 0.0
+
+
+class BatchEngine:
+    """Owns a llama.cpp context with `slots` sequences and decodes all of them together on its own thread."""
+
+    def __init__(
+        self,
+        model: llama_cpp.llama_model_p,
+        ctx: llama_cpp.llama_context_p,
+        slots: int,
+        n_batch: int,
+        default_threads: int,
+        name: str,
+    ) -> None:
+        self._model = model
+        self._ctx = ctx
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self._n_ctx = llama_cpp.llama_n_ctx(ctx)
+        self._n_batch = n_batch
+        self._default_threads = default_threads
+        self._threads = default_threads
+        self._slots = [_Slot(i) for i in range(slots)]
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._piece = ctypes.create_string_buffer(PIECE_BUFFER_BYTES)
+        self._waiting: deque[EngineStream] = deque()
+        self._inbox: deque[EngineStream] = deque()
+        self._wakeup = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"{name}-batch", daemon=True)
+        self._thread.start()
+
+    @property
+    def slots_in_use(self) -> int:
+        """Sequences running now (read from any thread; a snapshot)."""
+        return sum(1 for slot in self._slots if slot.running is not None)
+
+    def open(self, job: SequenceJob) -> EngineStream:
+        """Queues a sequence; its events arrive on the calling event loop."""
+        stream = EngineStream(self, job)
+        with self._wakeup:
+            self._inbox.append(stream)
+            self._wakeup.notify()
+        return stream
+
+    def wake(self) -> None:
+        """Makes the engine look at its sequences now (one was cancelled)."""
+        with self._wakeup:
+            self._wakeup.notify()
+
+    def close(self) -> None:
+        """Stops the thread (after failing whatever is still queued) and frees the batch."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+
+    # The engine thread
+
+    def _run(self) -> None:
+        outbox: dict[EngineStream, list[Delivered]] = {}
+        while True:
+            with self._wakeup:
+                while not (self._stopping or self._inbox or self._waiting or self._has_running()):
+                    self._wakeup.wait()
+                if self._stopping:
+                    break
+                self._waiting.extend(self._inbox)
+                self._inbox.clear()
+            try:
+                self._step(outbox)
+            except Exception as exc:  # A broken step fails the sequences in it, never the thread.
+                log.exception("batch step failed")
+                for slot in self._slots:
+                    if slot.running is not None:
+                        self._leave(slot, outbox, exc)
+            self._flush(outbox)
+        error = RuntimeError("the model was unloaded")
+        for stream in [*self._inbox, *self._waiting]:
+            outbox[stream] = [error, _LEFT]
+        for slot in self._slots:
+            if slot.running is not None:
+                self._leave(slot, outbox, error)
+        self._flush(outbox)
+
+    def _has_running(self) -> bool:
+        return any(slot.running is not None for slot in self._slots)
+
+    def _step(self, outbox: dict[EngineStream, list[Delivered]]) -> None:
+        for stream in [s for s in self._waiting if s.cancelled]:
+            self._waiting.remove(stream)
+            outbox[stream] = [_LEFT]
+        for slot in self._slots:
+            if slot.running is not None and slot.running.stream.cancelled:
+                self._leave(slot, outbox)
+        self._admit(outbox)
+        if not self._has_running():
+            return
+        feeding = self._fill_batch()
+        self._set_threads()
+        status = llama_cpp.llama_decode(self._ctx, self._batch)
+        if status == 1:
+            # No room for the batch in the KV cells: drop what idle slots keep, and try once more.
+            self._forget_idle_caches(self._n_ctx)
+            status = llama_cpp.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        for slot, index in feeding:
+            self._sample(slot, index, outbox)
+
+    def _admit(self, outbox: dict[EngineStream, list[Delivered]]) -> None:
+        """Moves waiting sequences into free slots, each starting from the longest prefix some slot holds."""
+        for stream in list(self._waiting):
+            free = [slot for slot in self._slots if slot.running is None]
+            if not free:
+                return
+            job = stream.job
+            if job.reuse_prefix and self._sibling_prefilling(job.prompt):
+                continue  # it will share that prefix once it is evaluated, instead of evaluating it twice
+            self._waiting.remove(stream)
+            try:
+                sampler = self._sampler(job.sampling)
+            except UnsupportedSchemaError as exc:
+                outbox[stream] = [exc, _LEFT]
+                continue
+            slot = self._place(job, free)
+            slot.running = _Running(stream, sampler, _StopText(job.stops), job.max_tokens)
+            slot.running.fed = len(slot.tokens)
+
+    def _sibling_prefilling(self, prompt: list[int]) -> bool:
+        """Whether a running sequence is evaluating a longer prefix of this prompt than any slot holds."""
+        held = max((_common_prefix(slot.tokens, prompt) for slot in self._slots), default=0)
+        for slot in self._slots:
+            running = slot.running
+            if running is not None and running.next_token is None:
+                pending = _common_prefix(running.stream.job.prompt, prompt)
+                if pending - held >= SHARE_PREFIX_MIN_TOKENS:
+                    return True
+        return False
+
+    def _place(self, job: SequenceJob, free: list[_Slot]) -> _Slot:
+        """Picks a free slot and gives it the longest reusable prefix of the prompt; the rest is fed later."""
+        # At least the last prompt token is always evaluated: its logits give the first reply token.
+        usable = len(job.prompt) - 1
+        best_source, best_length = None, 0
+        if job.reuse_prefix:
+            for slot in self._slots:
+                length = min(_common_prefix(slot.tokens, job.prompt), usable)
+                if length > best_length:
+                    best_source, best_length = slot, length
+        if best_source is not None and best_source.running is None:
+            target = best_source
+        else:
+            # The least recently used free slot loses its cache.
+            target = min(free, key=lambda s: s.last_used)
+        if best_source is target:
+            if not llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, best_length, -1):
+                best_length = 0  # this cache cannot be cut (sliding-window layers); start over
+                llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, -1, -1)
+        else:
+            llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, -1, -1)
+            if best_source is not None:
+                llama_cpp.llama_memory_seq_cp(self._memory, best_source.seq_id, target.seq_id, 0, best_length)
+            else:
+                best_length = 0
+        target.tokens = job.prompt[:best_length]
+        target.last_used = time.monotonic()
+        self._make_room(len(job.prompt) - best_length + job.max_tokens, keep=target)
+        return target
+
+    def _make_room(self, needed: int, keep: _Slot) -> None:
+        """Frees the cells idle slots keep, least recently used first, until `needed` more cells fit."""
+        used = sum(len(slot.tokens) for slot in self._slots)
+        if used + needed <= self._n_ctx:
+            return
+        self._forget_idle_caches(used + needed - self._n_ctx, keep)
+
+    def _forget_idle_caches(self, cells: int, keep: _Slot | None = None) -> None:
+        idle = sorted(
+            (s for s in self._slots if s.running is None and s is not keep and s.tokens),
+            key=lambda s: s.last_used,
+        )
+        for slot in idle:
+            if cells <= 0:
+                return
+            cells -= len(slot.tokens)
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.tokens = []
+
+    def _fill_batch(self) -> list[tuple[_Slot, int]]:
+        """Fills the batch: decoding sequences' last tokens, then prompt chunks; returns who gets logits."""
+        batch = self._batch
+        count = 0
+        feeding: list[tuple[_Slot, int]] = []
+
+        def add(slot: _Slot, token: int, logits: bool) -> None:
+            nonlocal count
+            batch.token[count] = token
+            batch.pos[count] = len(slot.tokens)
+            batch.n_seq_id[count] = 1
+            batch.seq_id[count][0] = slot.seq_id
+            batch.logits[count] = logits
+            slot.tokens.append(token)
+            if logits:
+                feeding.append((slot, count))
+            count += 1
+
+        prefilling = []
+        for slot in self._slots:
+            running = slot.running
+            if running is None:
+                continue
+            if running.next_token is not None:
+                add(slot, running.next_token, True)
+                running.next_token = None
+            else:
+                prefilling.append(slot)
+        budget = self._n_batch - count
+        if count:
+            budget = min(budget, PREFILL_CHUNK_WHILE_DECODING)
+        for slot in prefilling:
+            running = slot.running
+            assert running is not None
+            prompt = running.stream.job.prompt
+            chunk = prompt[running.fed : running.fed + max(budget, 0)]
+            for offset, token in enumerate(chunk):
+                add(slot, token, running.fed + offset == len(prompt) - 1)
+            running.fed += len(chunk)
+            budget -= len(chunk)
+            if budget <= 0:
+                break
+        batch.n_tokens = count
+        return feeding
+
+    def _set_threads(self) -> None:
+        """A request's n_threads holds for the steps it is in; the largest wins when several ask."""
+        asked = [
+            s.running.stream.job.n_threads
+            for s in self._slots
+            if s.running is not None and s.running.stream.job.n_threads
+        ]
+        threads = max(asked) if asked else self._default_threads
+        if threads != self._threads:
+            llama_cpp.llama_set_n_threads(self._ctx, threads, threads)
+            self._threads = threads
+
+    def _sample(self, slot: _Slot, index: int, outbox: dict[EngineStream, list[Delivered]]) -> None:
+        running = slot.running
+        assert running is not None
+        job = running.stream.job
+        events = outbox.setdefault(running.stream, [])
+        logprobs = None
+        if job.sampling.top_logprobs is not None:
+            logprobs = self._logprobs(index, job.sampling.logit_bias)
+        token = llama_cpp.llama_sampler_sample(running.sampler, self._ctx, index)
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, FinishReason.STOP, stopped=False, outbox=outbox)
+            return
+        running.generated += 1
+        if logprobs is not None:
+            running.pending_logprobs.append(
+                self._token_logprob(token, logprobs, job.sampling.top_logprobs or 0)
+            )
+        piece, stopped = running.text.push(self._piece_of(token, special=False))
+        if piece:
+            events.append(TextDelta(piece, tuple(running.pending_logprobs)))
+            running.pending_logprobs = []
+        if stopped:
+            self._finish(slot, FinishReason.STOP, stopped=True, outbox=outbox)
+        elif running.generated >= running.limit:
+            self._finish(slot, FinishReason.LENGTH, stopped=False, outbox=outbox)
+        else:
+            running.next_token = token
+
+    def _finish(
+        self, slot: _Slot, reason: FinishReason, stopped: bool, outbox: dict[EngineStream, list[Delivered]]
+    ) -> None:
+        running = slot.running
+        assert running is not None
+        events = outbox.setdefault(running.stream, [])
+        # After a stop sequence nothing more belongs to the reply.
+        rest = "" if stopped else running.text.flush()
+        if rest or running.pending_logprobs:
+            events.append(TextDelta(rest, tuple(running.pending_logprobs)))
+        events.append(Finished(reason, len(running.stream.job.prompt), running.generated))
+        self._leave(slot, outbox)
+
+    def _leave(
+        self, slot: _Slot, outbox: dict[EngineStream, list[Delivered]], error: BaseException | None = None
+    ) -> None:
+        """Frees the slot (its KV cells stay, for the next request that shares the prefix)."""
+        running = slot.running
+        assert running is not None
+        llama_cpp.llama_sampler_free(running.sampler)
+        slot.running = None
+        slot.last_used = time.monotonic()
+        events = outbox.setdefault(running.stream, [])
+        if error is not None:
+            # The cells of a failed step may be half-written.
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.tokens = []
+            events.append(error)
+        events.append(_LEFT)
+
+    def _flush(self, outbox: dict[EngineStream, list[Delivered]]) -> None:
+        """Hands each loop its streams' items in one call: one wake-up per step, not one per token."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[EngineStream, list[Delivered]]]] = {}
+        for stream, items in outbox.items():
+            if items:
+                by_loop.setdefault(stream.loop, []).append((stream, items))
+        outbox.clear()
+        for loop, deliveries in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                loop.call_soon_threadsafe(_deliver_all, deliveries)
+
+    # Sampling
+
+    def _sampler(self, spec: SamplingSpec) -> "llama_cpp.llama_sampler_p":
+        """The chain llama-cpp-python builds: logit bias, penalties, grammar, then greedy or top-k/p, min-p,
+        temperature and a seeded draw."""
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = llama_cpp.llama_sampler_chain_add
+        if spec.grammar is not None:
+            grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, spec.grammar.encode(), b"root")
+            if not grammar:
+                llama_cpp.llama_sampler_free(chain)
+                raise UnsupportedSchemaError("the JSON schema cannot be enforced: its grammar does not parse")
+        if spec.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(spec.logit_bias))(
+                *(
+                    llama_cpp.llama_logit_bias(token, _bias_value(bias))
+                    for token, bias in spec.logit_bias.items()
+                )
+            )
+            add(chain, llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(spec.logit_bias), biases))
+        add(
+            chain,
+            llama_cpp.llama_sampler_init_penalties(
+                self._n_vocab,
+                PENALTY_LAST_N,
+                spec.repeat_penalty,
+                spec.frequency_penalty,
+                spec.presence_penalty,
+            ),
+        )
+        if spec.grammar is not None:
+            add(chain, grammar)
+        if spec.temperature == 0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(chain, llama_cpp.llama_sampler_init_top_k(spec.top_k))
+            add(chain, llama_cpp.llama_sampler_init_top_p(spec.top_p, 1))
+            add(chain, llama_cpp.llama_sampler_init_min_p(spec.min_p, 1))
+            add(chain, llama_cpp.llama_sampler_init_temp(spec.temperature))
+            add(chain, llama_cpp.llama_sampler_init_dist(spec.seed))
+        return chain
+
+    def _logprobs(self, index: int, logit_bias: dict[int, float]) -> npt.NDArray[np.float64]:
+        """Log-probabilities of the next token at a batch position, after logit_bias."""
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, index)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).astype(np.float64)
+        for token, bias in logit_bias.items():
+            logits[token] += _bias_value(bias)
+        finite_max = logits.max()
+        result: npt.NDArray[np.float64] = logits - (finite_max + np.log(np.exp(logits - finite_max).sum()))
+        return result
+
+    def _token_logprob(self, token: int, logprobs: npt.NDArray[np.float64], top: int) -> TokenLogprob:
+        alternatives: tuple[TopLogprob, ...] = ()
+        if top:
+            likeliest = np.argpartition(-logprobs, top)[:top]
+            likeliest = likeliest[np.argsort(-logprobs[likeliest], kind="stable")]
+            alternatives = tuple(TopLogprob(*self._token_entry(int(i), logprobs)) for i in likeliest)
+        return TokenLogprob(*self._token_entry(token, logprobs), top_logprobs=alternatives)
+
+    def _token_entry(self, token: int, logprobs: npt.NDArray[np.float64]) -> tuple[str, float, bytes]:
+        data = self._piece_of(token, special=True)
+        # A token may hold part of a character; OpenAI writes those bytes escaped.
+        text = data.decode("utf-8", errors="backslashreplace")
+        return text, max(float(logprobs[token]), LOWEST_LOGPROB), data
+
+    def _piece_of(self, token: int, special: bool) -> bytes:
+        length = llama_cpp.llama_token_to_piece(
+            self._vocab, token, self._piece, PIECE_BUFFER_BYTES, 0, special
+        )
+        return self._piece.raw[: max(length, 0)]
+
+
+def _deliver_all(deliveries: list[tuple[EngineStream, list[Delivered]]]) -> None:
+    for stream, items in deliveries:
+        stream._deliver(items)
+
+
+def _bias_value(bias: float) -> float:
+    # -100 is a ban (as OpenAI documents it), not merely a strong dislike.
+    return -math.inf if bias <= -100 else bias
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    length = min(len(a), len(b))
+    index = 0
+    while index < length and a[index] == b[index]:
+        index += 1
+    return index
