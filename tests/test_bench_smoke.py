@@ -30,10 +30,12 @@ def test_audio_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
     assert results["tts_mesh_over_in_process"] > 0 and results["asr_mesh_over_in_process"] > 0
 
 
-def test_chat_bench_runs_all_four_systems_and_writes_its_reports(tmp_path: Path) -> None:
-    report = run_chat_bench(rounds=1, requests=2, levels=[2], max_tokens=8, out_dir=tmp_path)
+def test_chat_bench_runs_its_systems_and_writes_its_reports(tmp_path: Path) -> None:
+    # llama-server needs a 15-minute build (`make bench-deps`): `make bench` runs it
+    systems = tuple(s for s in SYSTEMS if s != "llama_server")
+    report = run_chat_bench(rounds=1, requests=2, levels=[2], max_tokens=8, out_dir=tmp_path, systems=systems)
     level = report["summary"]["2"]
-    assert set(level) == set(SYSTEMS)
+    assert set(level) == set(systems)
     assert all(figures["errors"] == 0 and figures["aggregate_tokens_per_s"] > 0 for figures in level.values())
     assert {p.name for p in tmp_path.iterdir()} >= {"chat.json", "chat.md", "chat.png"}
     assert any(line.startswith("c=2 mesh_rest aggregate_ratio=") for line in ratio_lines(report["summary"]))

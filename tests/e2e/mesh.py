@@ -13,7 +13,7 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Fits one of the two default chat models but not both, so alternating requests must swap them.
-SWAP_RAM_BUDGET_BYTES = 400_000_000
+SWAP_RAM_BUDGET_BYTES = 500_000_000
 
 
 def free_port() -> int:

@@ -27,12 +27,14 @@ LONG_STORY = [{"role": "user", "content": "Write a very long story about a drago
 
 @pytest.fixture(scope="module")
 def small_queue_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    # A one-second lease TTL: every stream below outlives it, so it lives on renewals alone.
+    # A one-second lease TTL: every stream below outlives it, so it lives on renewals alone. One slot per
+    # model, so that a second request queues instead of joining the first one's batch.
     mesh = start_mesh(
         models_dir,
         tmp_path_factory.mktemp("faults") / "serve.log",
         max_queue_per_level="1",
         lease_ttl_seconds="1",
+        parallel="1",
     )
     yield mesh
     mesh.stop()
@@ -183,7 +185,9 @@ def test_metrics_expose_queue_grants_evictions_loads_and_memory(small_queue_mesh
         "multai_scheduler_evictions_total",
         'multai_model_load_seconds_count{model="gemma-3-270m"}',
         'multai_scheduler_memory_used_bytes{device="cpu"}',
-        'multai_scheduler_memory_budget_bytes{device="cpu"} 4e+08',
+        'multai_scheduler_memory_budget_bytes{device="cpu"} 5e+08',
+        'multai_scheduler_batch_slots{model="smollm2-135m-instruct"} 1.0',
+        'multai_scheduler_batch_slots_in_use{model="smollm2-135m-instruct"} 0.0',
         'multai_scheduler_refusals_total{reason="queue_full"}',
     ):
         assert name in text, name
@@ -194,7 +198,7 @@ def test_metrics_expose_queue_grants_evictions_loads_and_memory(small_queue_mesh
 
 
 def test_scheduler_killed_under_load_no_request_hangs(models_dir: Path, tmp_path: Path) -> None:
-    mesh = start_mesh(models_dir, tmp_path / "serve.log")
+    mesh = start_mesh(models_dir, tmp_path / "serve.log", parallel="1")
     try:
         client = openai.OpenAI(base_url=mesh.base_url, api_key="x", max_retries=0, timeout=60)
         scheduler_pid = next(

@@ -1,4 +1,4 @@
-"""Invariants of the arbiter over random workloads on a fake 24 GB GPU (hypothesis)."""
+"""Invariants of the arbiter over random workloads on a fake 24 GB GPU, with batching models (hypothesis)."""
 
 import asyncio
 from dataclasses import dataclass, field
@@ -35,10 +35,12 @@ class Harness:
     held: list[tuple[Waiter, Lease]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, models: dict[str, Footprint], aging_seconds: float) -> "Harness":
+    def build(
+        cls, models: dict[str, Footprint], aging_seconds: float, ram_bytes: int = RAM_BYTES
+    ) -> "Harness":
         clock = FakeClock()
         planner = MemoryPlanner(
-            FakeProbe(GPU_BYTES, RAM_BYTES), {DeviceKind.GPU: MAX_GPU_LEASES, DeviceKind.CPU: 2}
+            FakeProbe(GPU_BYTES, ram_bytes), {DeviceKind.GPU: MAX_GPU_LEASES, DeviceKind.CPU: 2}
         )
         queue = LeaseQueue(max_per_level=10_000, aging_seconds=aging_seconds, clock=clock)
         arbiter = LeaseArbiter(planner, queue, LeaseTerms(ttl_seconds=1e6, max_seconds=1e6), clock=clock)
@@ -73,17 +75,29 @@ class Harness:
         arbiter, planner = self.arbiter, self.arbiter.planner
         for kind, budget in ((DeviceKind.GPU, GPU_BYTES), (DeviceKind.CPU, RAM_BYTES)):
             assert planner.used_bytes(kind, arbiter.resident) <= budget, f"{kind} over-committed"
-        gpu_leases = sum(1 for lease in arbiter.leases.values() if lease.device is DeviceKind.GPU)
-        assert gpu_leases <= MAX_GPU_LEASES
+        # A device runs one batch at a time (one model), and no batch has more leases than slots.
+        gpu_models = {lease.model for lease in arbiter.leases.values() if lease.device is DeviceKind.GPU}
+        assert len(gpu_models) <= MAX_GPU_LEASES
+        footprints = arbiter.services[self.service_id].footprints
+        for model in {lease.model for lease in arbiter.leases.values()}:
+            holders = sum(1 for lease in arbiter.leases.values() if lease.model == model)
+            assert holders <= footprints[model].slots, f"{model} over its slots"
         now = self.clock.now
         for granted in granted_now:
             level = arbiter.queue.effective_level(granted, now)
-            assert all(arbiter.queue.effective_level(w, now) >= level for w in self.waiting), "level order"
+            # No waiter for another model is more urgent than a grant, batch joins included.
+            others = [w for w in self.waiting if w.model != granted.model]
+            assert all(arbiter.queue.effective_level(w, now) >= level for w in others), "level order"
 
 
 MODEL_SIZES = st.dictionaries(
     st.sampled_from(["a", "b", "c", "d", "e"]),
-    st.builds(Footprint, st.integers(1, 30).map(lambda g: g * GB), st.sampled_from([0, 24, 80])),
+    st.builds(
+        Footprint,
+        st.integers(1, 30).map(lambda g: g * GB),
+        st.sampled_from([0, 24, 80]),
+        st.sampled_from([1, 1, 2, 4]),
+    ),
     min_size=2,
     max_size=5,
 )
@@ -115,15 +129,16 @@ def test_memory_leases_and_order_invariants_hold(
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 8), st.integers(0, 6), st.integers(1, 3))
+@given(st.integers(1, 8), st.integers(0, 6), st.integers(1, 3), st.sampled_from([1, 4]))
 def test_aging_grants_a_background_waiter_within_the_bound(
-    aging: int, backlog: int, flood_per_tick: int
+    aging: int, backlog: int, flood_per_tick: int, slots: int
 ) -> None:
     """Urgent requests flood in every tick, one lease is granted and released per tick; the background
-    waiter still gets its turn within 2 x aging plus the backlog that arrived before it."""
+    waiter still gets its turn within 2 x aging plus the backlog that arrived before it, also when the
+    model batches (its free slots take the flood first)."""
 
     async def scenario() -> None:
-        harness = Harness.build({"m": Footprint(GB)}, aging_seconds=float(aging))
+        harness = Harness.build({"m": Footprint(GB, slots=slots)}, aging_seconds=float(aging))
         harness.claim("m", Level.URGENT)  # the current holder
         harness.settle()
         for _ in range(backlog):
@@ -140,5 +155,51 @@ def test_aging_grants_a_background_waiter_within_the_bound(
                 assert tick <= 2 * aging + ahead + 1
                 return
         raise AssertionError("the background waiter starved")
+
+    asyncio.run(scenario())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(0, 6),
+    st.sampled_from([Level.NORMAL, Level.BACKGROUND]),
+    st.booleans(),
+    st.lists(st.integers(0, 100), max_size=8),
+)
+def test_urgent_request_for_another_model_waits_only_for_the_streams_in_flight(
+    slots: int, queued: int, queued_level: Level, both_fit: bool, release_order: list[int]
+) -> None:
+    """Model A runs a full batch with A requests queued behind it; an urgent claim for B is granted as soon
+    as A's in-flight leases end, before any queued A request, whether B fits beside A or A must go."""
+
+    async def scenario() -> None:
+        size_b = 10 * GB if both_fit else 20 * GB
+        harness = Harness.build(
+            {"a": Footprint(10 * GB, slots=slots), "b": Footprint(size_b, slots=slots)},
+            aging_seconds=1e9,
+            ram_bytes=0,  # one device, so that A and B contend for it
+        )
+        for _ in range(slots):
+            harness.claim("a", Level.NORMAL)
+        assert len(harness.settle()) == slots  # one full batch
+        for _ in range(queued):
+            harness.claim("a", queued_level)
+        harness.claim("b", Level.URGENT)
+        urgent = harness.waiting[-1]
+        queued_a = [w for w in harness.waiting if w.model == "a"]
+        in_flight = list(harness.held)
+        for pick in [*release_order, *range(slots)]:
+            if harness.held:
+                harness.release(pick)
+            harness.settle()
+            tokens = {w: lease.fencing_token for w, lease in harness.held}
+            if urgent in tokens:
+                assert not any(pair in harness.held for pair in in_flight), "B was granted while A still ran"
+                # Queued A requests may run beside B (on another device), but only once B has its grant.
+                assert all(tokens[w] > tokens[urgent] for w in queued_a if w in tokens), "A went before B"
+                return
+            assert not any(w in tokens for w in queued_a), "a queued A request went before the urgent B"
+        raise AssertionError("the urgent request was not granted after A's batch drained")
 
     asyncio.run(scenario())

@@ -5,7 +5,9 @@ step feeds one token of each running sequence, and a chunk of the prompts being 
 `llama_decode`, so four streams cost little more than one. Chunks are small while others are decoding, so
 a long prompt never stalls the streams already running for long. A slot keeps the KV cells of its last
 prompt and reply; a new request starts from the longest prefix any slot holds (a multi-turn conversation's
-history, or the shared prompt of sibling choices), as llama.cpp's server does.
+history, or the long prompt of sibling choices), as llama.cpp's server does. Each sequence has a stream of
+KV cells of its own, so its attention never spans the others' cells: faster for unrelated requests, and a
+fresh sequence lands on the same cells every time, which keeps seeded replies reproducible.
 
 llama.cpp is called from this one thread only: with libgomp each calling thread gets an OpenMP team of its
 own, and a pool of callers slowed decoding 2.7x after a few thousand requests.
@@ -44,8 +46,9 @@ log = logging.getLogger(__name__)
 LOWEST_LOGPROB = -9999.0
 # Prompt tokens one step feeds while other sequences are decoding: bounds their stall to a few tokens' time.
 PREFILL_CHUNK_WHILE_DECODING = 64
-# A request waits for a sibling's prefill rather than repeat it when it would share this many more tokens.
-SHARE_PREFIX_MIN_TOKENS = 16
+# A slot copies another slot's cells (a whole cell stream) only to share at least this many more prompt
+# tokens, and a request waits for a sibling's prefill rather than repeat it likewise.
+SHARE_PREFIX_MIN_TOKENS = 64
 # The penalties look back this far, as llama-cpp-python's default last_n_tokens_size.
 PENALTY_LAST_N = 64
 PIECE_BUFFER_BYTES = 256
@@ -225,7 +228,6 @@ class BatchEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._memory = llama_cpp.llama_get_memory(ctx)
-        self._n_ctx = llama_cpp.llama_n_ctx(ctx)
         self._n_batch = n_batch
         self._default_threads = default_threads
         self._threads = default_threads
@@ -309,10 +311,6 @@ class BatchEngine:
         feeding = self._fill_batch()
         self._set_threads()
         status = llama_cpp.llama_decode(self._ctx, self._batch)
-        if status == 1:
-            # No room for the batch in the KV cells: drop what idle slots keep, and try once more.
-            self._forget_idle_caches(self._n_ctx)
-            status = llama_cpp.llama_decode(self._ctx, self._batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
         for slot, index in feeding:
@@ -349,53 +347,31 @@ class BatchEngine:
         return False
 
     def _place(self, job: SequenceJob, free: list[_Slot]) -> _Slot:
-        """Picks a free slot and gives it the longest reusable prefix of the prompt; the rest is fed later."""
+        """Picks a free slot and gives it the longest reusable prefix of the prompt; the rest is fed later.
+
+        A slot's own cells are cut to the shared prefix for free. Another slot's are copied only when they
+        hold much more of the prompt: sequences live in separate cell streams, and a copy moves a whole one.
+        """
         # At least the last prompt token is always evaluated: its logits give the first reply token.
-        usable = len(job.prompt) - 1
-        best_source, best_length = None, 0
-        if job.reuse_prefix:
-            for slot in self._slots:
-                length = min(_common_prefix(slot.tokens, job.prompt), usable)
-                if length > best_length:
-                    best_source, best_length = slot, length
-        if best_source is not None and best_source.running is None:
-            target = best_source
-        else:
-            # The least recently used free slot loses its cache.
-            target = min(free, key=lambda s: s.last_used)
-        if best_source is target:
-            if not llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, best_length, -1):
-                best_length = 0  # this cache cannot be cut (sliding-window layers); start over
-                llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, -1, -1)
-        else:
+        usable = len(job.prompt) - 1 if job.reuse_prefix else 0
+
+        def shared(slot: _Slot) -> int:
+            return min(_common_prefix(slot.tokens, job.prompt), usable)
+
+        # The free slot that holds most of the prompt; else the least recently used one loses its cache.
+        target = max(free, key=lambda s: (shared(s), -s.last_used))
+        length = shared(target)
+        donor = max((s for s in self._slots if s is not target), key=shared, default=None)
+        if donor is not None and shared(donor) >= length + SHARE_PREFIX_MIN_TOKENS:
+            length = shared(donor)
             llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, -1, -1)
-            if best_source is not None:
-                llama_cpp.llama_memory_seq_cp(self._memory, best_source.seq_id, target.seq_id, 0, best_length)
-            else:
-                best_length = 0
-        target.tokens = job.prompt[:best_length]
+            llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, target.seq_id, -1, -1)
+        if not llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, length, -1):
+            length = 0  # this cache cannot be cut here; start over
+            llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, -1, -1)
+        target.tokens = job.prompt[:length]
         target.last_used = time.monotonic()
-        self._make_room(len(job.prompt) - best_length + job.max_tokens, keep=target)
         return target
-
-    def _make_room(self, needed: int, keep: _Slot) -> None:
-        """Frees the cells idle slots keep, least recently used first, until `needed` more cells fit."""
-        used = sum(len(slot.tokens) for slot in self._slots)
-        if used + needed <= self._n_ctx:
-            return
-        self._forget_idle_caches(used + needed - self._n_ctx, keep)
-
-    def _forget_idle_caches(self, cells: int, keep: _Slot | None = None) -> None:
-        idle = sorted(
-            (s for s in self._slots if s.running is None and s is not keep and s.tokens),
-            key=lambda s: s.last_used,
-        )
-        for slot in idle:
-            if cells <= 0:
-                return
-            cells -= len(slot.tokens)
-            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            slot.tokens = []
 
     def _fill_batch(self) -> list[tuple[_Slot, int]]:
         """Fills the batch: decoding sequences' last tokens, then prompt chunks; returns who gets logits."""

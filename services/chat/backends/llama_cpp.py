@@ -43,7 +43,7 @@ class LlamaCppBackend:
     ) -> None:
         self._manifest = manifest
         self._default_threads = default_threads
-        # The context of one request; the KV cells of all slots together hold slots x this many tokens.
+        # The context of one request; each slot has KV cells for this many tokens.
         self.context_length = int(manifest.defaults.get("context_length", default_context_length))
         self.slots = manifest.parallel or default_slots
         self._model_stops = [str(s) for s in _as_list(manifest.defaults.get("stop", []))]
@@ -69,9 +69,9 @@ class LlamaCppBackend:
         context_params.n_batch = context_params.n_ubatch = BATCH_TOKENS
         context_params.n_seq_max = self.slots
         context_params.n_threads = context_params.n_threads_batch = self._default_threads
-        # One pool of cells for all sequences, so that siblings share a prompt's cells instead of copying
-        # them; full-size sliding-window caches, so that a kept prefix can be reused past the window.
-        context_params.kv_unified = True
+        # A stream of context_length cells per sequence (see llama_batch.py); full-size sliding-window
+        # caches, so that a kept prefix can be reused past the window.
+        context_params.kv_unified = False
         context_params.swa_full = True
         context_params.no_perf = True
         try:
