@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -125,10 +126,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         # With tool_choice "none" the model is not told about tools, so it cannot try to call them.
         prompt_tools = [] if choice.mode is ToolMode.NONE else tools
 
-        async def open_choices(backend: ChatBackend) -> list[GenerationStream]:
-            # Every choice runs in a slot of its own; siblings share the prompt's KV cells.
+        def open_choices(backend: ChatBackend) -> list[Callable[[], Awaitable[GenerationStream]]]:
+            # Every choice runs in a slot of its own, side by side.
             return [
-                await backend.open_chat(messages, prompt_tools, _choice_params(params, index))
+                functools.partial(backend.open_chat, messages, prompt_tools, _choice_params(params, index))
                 for index in range(choices)
             ]
 
@@ -165,8 +166,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         params = params_from_pb(request.sampling, request.engine)
         prompt = request.prompt
 
-        async def open_one(backend: ChatBackend) -> list[GenerationStream]:
-            return [await backend.open_completion(prompt, params)]
+        def open_one(backend: ChatBackend) -> list[Callable[[], Awaitable[GenerationStream]]]:
+            return [functools.partial(backend.open_completion, prompt, params)]
 
         generated = self._generate(manifest, request.priority, request.request_id, request.engine, open_one)
         async with aclosing(generated) as events:
@@ -213,7 +214,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         priority: common_pb2.Priority.ValueType,
         request_id: str,
         engine: chat_pb2.EngineOptions,
-        open_streams: Callable[[ChatBackend], Awaitable[list[GenerationStream]]],
+        openers: Callable[[ChatBackend], list[Callable[[], Awaitable[GenerationStream]]]],
     ) -> AsyncIterator[tuple[int, GenerationEvent]]:
         """The events of each stream, tagged with its index, under one lease; the streams end before it does.
 
@@ -227,7 +228,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         ):
             try:
                 streams = []
-                for stream in await open_streams(backend):
+                for open_stream in openers(backend):
+                    # Closed on the way out, however it ends: no sequence outlives the lease.
+                    stream = await open_stream()
                     streams_open.push_async_callback(stream.aclose)
                     streams.append(stream)
                 async for index, events in _arrivals(streams):

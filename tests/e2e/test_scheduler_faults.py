@@ -22,19 +22,22 @@ from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import SchedulerClient
 from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port, start_mesh
 
+ONE_SLOT_SWAP_BUDGET_BYTES = 350_000_000
 LONG_STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
 
 
 @pytest.fixture(scope="module")
 def small_queue_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     # A one-second lease TTL: every stream below outlives it, so it lives on renewals alone. One slot per
-    # model, so that a second request queues instead of joining the first one's batch.
+    # model, so that a second request queues instead of joining the first one's batch; with one slot's KV
+    # cells each chat model is smaller, and this budget again holds one of them but not both.
     mesh = start_mesh(
         models_dir,
         tmp_path_factory.mktemp("faults") / "serve.log",
         max_queue_per_level="1",
         lease_ttl_seconds="1",
         parallel="1",
+        ram_budget_bytes=str(ONE_SLOT_SWAP_BUDGET_BYTES),
     )
     yield mesh
     mesh.stop()
@@ -185,7 +188,7 @@ def test_metrics_expose_queue_grants_evictions_loads_and_memory(small_queue_mesh
         "multai_scheduler_evictions_total",
         'multai_model_load_seconds_count{model="gemma-3-270m"}',
         'multai_scheduler_memory_used_bytes{device="cpu"}',
-        'multai_scheduler_memory_budget_bytes{device="cpu"} 5e+08',
+        'multai_scheduler_memory_budget_bytes{device="cpu"} 3.5e+08',
         'multai_scheduler_batch_slots{model="smollm2-135m-instruct"} 1.0',
         'multai_scheduler_batch_slots_in_use{model="smollm2-135m-instruct"} 0.0',
         'multai_scheduler_refusals_total{reason="queue_full"}',
