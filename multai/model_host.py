@@ -83,7 +83,7 @@ class ModelHost(Generic[BackendT]):
         lease_wait_seconds: float,
     ) -> None:
         self.registry = registry
-        self._slots = {
+        self._hosted = {
             m.id: _HostedModel(make_backend(m), ThreadPoolExecutor(1, thread_name_prefix=f"{m.id}-engine"))
             for m in registry.models()
         }
@@ -98,7 +98,7 @@ class ModelHost(Generic[BackendT]):
                     model=m.id,
                     size_bytes=m.size_bytes,
                     n_layers=m.n_layers,
-                    slots=slots_of(self._slots[m.id].backend),
+                    slots=slots_of(self._hosted[m.id].backend),
                 )
                 for m in registry.models()
             ],
@@ -112,28 +112,28 @@ class ModelHost(Generic[BackendT]):
 
     async def stop(self) -> None:
         """Unloads everything and ends the registration."""
-        for model in list(self._slots):
+        for model in list(self._hosted):
             await self.unload(model)
         await self.scheduler.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        for slot in self._slots.values():
-            slot.engine_thread.shutdown(wait=False, cancel_futures=True)
+        for hosted in self._hosted.values():
+            hosted.engine_thread.shutdown(wait=False, cancel_futures=True)
 
     def resident_reports(self) -> list[ResidentReport]:
         """The models loaded now, for a (re-)registration."""
         return [
-            ResidentReport(model, slot.device, slot.measured_bytes)
-            for model, slot in self._slots.items()
-            if slot.device != common_pb2.DEVICE_UNSPECIFIED
+            ResidentReport(model, hosted.device, hosted.measured_bytes)
+            for model, hosted in self._hosted.items()
+            if hosted.device != common_pb2.DEVICE_UNSPECIFIED
         ]
 
     def backend_of(self, model: str) -> BackendT:
         """A model's backend object, loaded or not (for what needs no weights, e.g. its voice names)."""
-        return self._slots[model].backend
+        return self._hosted[model].backend
 
     def device_of(self, model: str) -> common_pb2.Device.ValueType:
         """Where a model is loaded; DEVICE_UNSPECIFIED when it is not."""
-        return self._slots[model].device
+        return self._hosted[model].device
 
     @asynccontextmanager
     async def leased(
@@ -148,36 +148,36 @@ class ModelHost(Generic[BackendT]):
         max_gpu_layers caps the offload when this request is the one that loads the model on the GPU.
         """
         async with self.scheduler.lease(request_id, manifest.id, priority, self._lease_wait_seconds) as grant:
-            slot = self._slots[manifest.id]
-            on_engine_thread = _engine_thread.set(slot.engine_thread)
+            hosted = self._hosted[manifest.id]
+            on_engine_thread = _engine_thread.set(hosted.engine_thread)
             try:
-                if slots_of(slot.backend) == 1:
-                    async with slot.lock:
-                        await self._ensure_loaded(manifest.id, slot, grant, max_gpu_layers)
-                        yield slot.backend
+                if slots_of(hosted.backend) == 1:
+                    async with hosted.lock:
+                        await self._ensure_loaded(manifest.id, hosted, grant, max_gpu_layers)
+                        yield hosted.backend
                     return
-                async with slot.lock:
-                    await self._ensure_loaded(manifest.id, slot, grant, max_gpu_layers)
-                    slot.users += 1
-                    slot.idle.clear()
+                async with hosted.lock:
+                    await self._ensure_loaded(manifest.id, hosted, grant, max_gpu_layers)
+                    hosted.users += 1
+                    hosted.idle.clear()
                 try:
-                    yield slot.backend
+                    yield hosted.backend
                 finally:
-                    slot.users -= 1
-                    if slot.users == 0:
-                        slot.idle.set()
+                    hosted.users -= 1
+                    if hosted.users == 0:
+                        hosted.idle.set()
             finally:
                 _engine_thread.reset(on_engine_thread)
 
     async def _ensure_loaded(
-        self, model: str, slot: _HostedModel[BackendT], grant: Grant, max_gpu_layers: int | None
+        self, model: str, hosted: _HostedModel[BackendT], grant: Grant, max_gpu_layers: int | None
     ) -> None:
-        if slot.device == grant.device:
+        if hosted.device == grant.device:
             return
         loop = asyncio.get_running_loop()
-        if slot.device != common_pb2.DEVICE_UNSPECIFIED:
-            await loop.run_in_executor(slot.engine_thread, slot.backend.unload)
-            slot.device = common_pb2.DEVICE_UNSPECIFIED
+        if hosted.device != common_pb2.DEVICE_UNSPECIFIED:
+            await loop.run_in_executor(hosted.engine_thread, hosted.backend.unload)
+            hosted.device = common_pb2.DEVICE_UNSPECIFIED
         use_gpu = grant.device == common_pb2.DEVICE_GPU
         gpu_layers = grant.gpu_layers
         if max_gpu_layers is not None and max_gpu_layers >= 0:
@@ -185,29 +185,30 @@ class ModelHost(Generic[BackendT]):
         log.info("loading %s on %s", model, f"GPU ({gpu_layers} layers)" if use_gpu else "CPU")
         started = time.monotonic()
         try:
-            slot.measured_bytes = await loop.run_in_executor(
-                slot.engine_thread, slot.backend.load, use_gpu, gpu_layers
+            hosted.measured_bytes = await loop.run_in_executor(
+                hosted.engine_thread, hosted.backend.load, use_gpu, gpu_layers
             )
         except BaseException:
             self.scheduler.report_evicted(model)
             raise
-        slot.device = grant.device
+        hosted.device = grant.device
         load_seconds = time.monotonic() - started
-        self.scheduler.report_resident(ResidentReport(model, grant.device, slot.measured_bytes, load_seconds))
+        report = ResidentReport(model, grant.device, hosted.measured_bytes, load_seconds)
+        self.scheduler.report_resident(report)
 
     async def unload(self, model: str) -> bool:
         """Frees a model's memory; True when it was loaded."""
-        slot = self._slots.get(model)
-        if slot is None:
+        hosted = self._hosted.get(model)
+        if hosted is None:
             return False
-        async with slot.lock:
-            if slot.device == common_pb2.DEVICE_UNSPECIFIED:
+        async with hosted.lock:
+            if hosted.device == common_pb2.DEVICE_UNSPECIFIED:
                 return False
-            if slot.users:
-                await slot.idle.wait()
+            if hosted.users:
+                await hosted.idle.wait()
             log.info("unloading %s", model)
-            await asyncio.get_running_loop().run_in_executor(slot.engine_thread, slot.backend.unload)
-            slot.device = common_pb2.DEVICE_UNSPECIFIED
+            await asyncio.get_running_loop().run_in_executor(hosted.engine_thread, hosted.backend.unload)
+            hosted.device = common_pb2.DEVICE_UNSPECIFIED
             return True
 
     def _thread_for_call(self) -> ThreadPoolExecutor:
