@@ -233,9 +233,10 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     stream = await open_stream()
                     streams_open.push_async_callback(stream.aclose)
                     streams.append(stream)
-                async for index, events in _arrivals(streams):
-                    for event in _coalesced(events):
-                        yield index, event
+                async with aclosing(_arrivals(streams)) as arrivals:
+                    async for index, events in arrivals:
+                        for event in _coalesced(events):
+                            yield index, event
             except InvalidParameterError as exc:
                 raise InvalidRequestError(str(exc), param=exc.param) from exc
 
