@@ -22,7 +22,6 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import llama_cpp
@@ -164,11 +163,6 @@ class EngineStream:
                 self._finished = True
         return events
 
-    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
-        while events := await self.next_events():
-            for event in events:
-                yield event
-
     async def aclose(self) -> None:
         """Takes the sequence out of the batch (if it still runs) and waits until the engine has let it go.
 
@@ -240,11 +234,6 @@ class BatchEngine:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"{name}-batch", daemon=True)
         self._thread.start()
-
-    @property
-    def slots_in_use(self) -> int:
-        """Sequences running now (read from any thread; a snapshot)."""
-        return sum(1 for slot in self._slots if slot.running is not None)
 
     def open(self, job: SequenceJob) -> EngineStream:
         """Queues a sequence; its events arrive on the calling event loop."""

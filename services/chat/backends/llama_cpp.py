@@ -52,11 +52,6 @@ class LlamaCppBackend:
         self._engine: BatchEngine | None = None
         self._template: ChatTemplate | None = None
 
-    @property
-    def slots_in_use(self) -> int:
-        """Sequences decoding now."""
-        return self._engine.slots_in_use if self._engine is not None else 0
-
     def load(self, use_gpu: bool, gpu_layers: int) -> int:
         _logger.set_verbose(False)  # llama.cpp writes its load report to stderr otherwise
         model_params = llama_cpp.llama_model_default_params()
