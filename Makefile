@@ -26,7 +26,7 @@ protos:
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache .hypothesis
 
-# The quick set (under 10 minutes on 2 cores); results and charts land in bench/results/ (not committed).
+# The quick set (about 15 minutes on 2 cores, plus the guidellm runs); results and charts land in bench/results/ (not committed).
 bench-deps: install
 	$(BIN)/python -m pip install -q -e ".[loadgen]"
 	bash scripts/build-llama-server.sh
@@ -35,10 +35,12 @@ bench: bench-deps
 	$(BIN)/python -m bench.lease_bench --json bench/results/lease.json
 	$(BIN)/python -m bench.audio_bench --rounds 3 --json bench/results/audio.json
 	$(BIN)/python -m bench.swap_bench --rounds 3 --json bench/results/swap.json
+	$(BIN)/python -m bench.soak_bench --json bench/results/soak.json
 	$(BIN)/python -m bench.chat_bench
 
 bench-full: bench-deps
 	$(BIN)/python -m bench.lease_bench --leases 5000 --json bench/results/lease.json
 	$(BIN)/python -m bench.audio_bench --rounds 7 --json bench/results/audio.json
 	$(BIN)/python -m bench.swap_bench --rounds 7 --json bench/results/swap.json
+	$(BIN)/python -m bench.soak_bench --rounds 5 --json bench/results/soak.json
 	$(BIN)/python -m bench.chat_bench --full

@@ -39,7 +39,7 @@ from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port, start_mesh
 
 MODEL = "smollm2-135m-instruct"
 PROMPT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]
-THREADS = 2
+DEFAULT_THREADS = 2
 CONTEXT = 2048
 # llama-server's slots, as in the issue's measurements; the mesh runs the same number.
 PARALLEL = 4
@@ -106,21 +106,30 @@ def rest_runner(base_url: str, max_tokens: int) -> Runner:
             "stream_options": {"include_usage": True},
         }
         usage_tokens = 0
-        try:
-            async with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
-                response.raise_for_status()
-                async for line in response.aiter_lines():
-                    chunk = _sse_chunk(line)
-                    if chunk is None:
-                        continue
-                    content, usage_tokens = chunk[0], chunk[1] or usage_tokens
-                    if content:
-                        tokens += 1
-                        first = first or time.perf_counter() - started
-        except (httpx.HTTPError, RuntimeError) as exc:
-            return RequestResult(
-                0, time.perf_counter() - started, tokens, error=str(exc) or type(exc).__name__
-            )
+        # llama-server closes a kept-alive connection after a few requests or idle seconds; a request sent on
+        # it just then gets no response at all, and is sent again on a new connection, as the openai SDK
+        # does. The clock keeps running from the first attempt.
+        for attempt in range(2):
+            try:
+                async with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
+                    response.raise_for_status()
+                    async for line in response.aiter_lines():
+                        chunk = _sse_chunk(line)
+                        if chunk is None:
+                            continue
+                        content, usage_tokens = chunk[0], chunk[1] or usage_tokens
+                        if content:
+                            tokens += 1
+                            first = first or time.perf_counter() - started
+                break
+            except httpx.RemoteProtocolError as exc:
+                if attempt == 0 and not tokens:
+                    continue
+                return RequestResult(0, time.perf_counter() - started, tokens, error=str(exc))
+            except (httpx.HTTPError, RuntimeError) as exc:
+                return RequestResult(
+                    0, time.perf_counter() - started, tokens, error=str(exc) or type(exc).__name__
+                )
         return RequestResult(first, time.perf_counter() - started, usage_tokens or tokens)
 
     return run
@@ -156,9 +165,9 @@ def grpc_runner(address: str, max_tokens: int) -> Runner:
 class InProcessWorker:
     """bench/in_process_worker.py in a child process; batches are sent to it whole."""
 
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, threads: int) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.in_process_worker", str(model_path), str(THREADS), str(CONTEXT)],
+            [sys.executable, "-m", "bench.in_process_worker", str(model_path), str(threads), str(CONTEXT)],
             cwd=PROJECT_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -271,7 +280,7 @@ def guidellm_markdown(results: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+def chart(summary: dict[str, dict[str, dict[str, float]]], path: Path, threads: int) -> None:
     """Aggregate tokens/s and TTFT p50 per system and concurrency, as a PNG."""
     import matplotlib
 
@@ -294,7 +303,7 @@ def chart(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
         axis.set_xticks([j + 0.4 - width / 2 for j in range(len(levels))], [f"c={c}" for c in levels])
         axis.set_title(title)
     left.legend(fontsize=8)
-    fig.suptitle(f"{MODEL}, {THREADS} threads: in-process vs llama-server -np {PARALLEL} vs MultAI mesh")
+    fig.suptitle(f"{MODEL}, {threads} threads: in-process vs llama-server -np {PARALLEL} vs MultAI mesh")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -305,7 +314,7 @@ def ratio_lines(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     lines = []
     for concurrency, level in summary.items():
         for system in SYSTEMS[1:]:
-            if system in level:
+            if system in level and "in_process" in level:
                 f = level[system]
                 lines.append(f"c={concurrency} {system} tokens_per_s_ratio={f['tokens_per_s_ratio']:.3f}")
                 lines.append(f"c={concurrency} {system} aggregate_ratio={f['aggregate_ratio']:.3f}")
@@ -334,7 +343,7 @@ def goal_lines(summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return lines
 
 
-def start_llama_server(model_path: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_llama_server(model_path: Path, log_path: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
     """llama.cpp's own server with PARALLEL slots, each with the same context as a mesh slot."""
     binary = (
         subprocess.run(
@@ -356,9 +365,9 @@ def start_llama_server(model_path: Path, log_path: Path) -> tuple[subprocess.Pop
             "--alias",
             MODEL,
             "--threads",
-            str(THREADS),
+            str(threads),
             "--threads-batch",
-            str(THREADS),
+            str(threads),
             "--parallel",
             str(PARALLEL),
             "--ctx-size",
@@ -393,6 +402,7 @@ def run(
     out_dir: Path,
     use_guidellm: bool = False,
     systems: tuple[str, ...] = SYSTEMS,
+    threads: int = DEFAULT_THREADS,
 ) -> dict[str, object]:
     """Runs the comparison of `systems` and writes JSON, markdown and PNG into out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -401,19 +411,19 @@ def run(
     model_path = read_manifest(models_dir / MODEL).file_path()
     server, server_url = None, ""
     if "llama_server" in systems:
-        server, server_url = start_llama_server(model_path, out_dir / "llama_server.log")
+        server, server_url = start_llama_server(model_path, out_dir / "llama_server.log", threads)
     mesh: Mesh | None = None
     in_process: InProcessWorker | None = None
     try:
         mesh = start_mesh(
             models_dir,
             out_dir / "mesh.log",
-            n_threads=str(THREADS),
+            n_threads=str(threads),
             parallel=str(PARALLEL),
             max_queue_per_level="4096",
         )
         chat_address, mesh_url = mesh.chat_address, mesh.base_url
-        in_process = InProcessWorker(model_path)
+        in_process = InProcessWorker(model_path, threads)
 
         async def measure() -> list[Batch]:
             # The clients are made here: gRPC's aio channels belong to the loop they are made on.
@@ -459,7 +469,7 @@ def run(
     summary = summarize(batches)
     report = {
         "model": MODEL,
-        "threads": THREADS,
+        "threads": threads,
         "max_tokens": max_tokens,
         "rounds": rounds,
         "requests": requests,
@@ -469,7 +479,7 @@ def run(
     }
     (out_dir / "chat.json").write_text(json.dumps(report, indent=2))
     (out_dir / "chat.md").write_text(markdown(summary) + guidellm_markdown(load_generator))
-    chart(summary, out_dir / "chat.png")
+    chart(summary, out_dir / "chat.png", threads)
     return report
 
 
@@ -484,12 +494,23 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, help="result folder (default bench/results/<time>)")
     parser.add_argument("--no-guidellm", action="store_true", help="skip the guidellm runs")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="engine threads, every system")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     args = parser.parse_args()
     levels = args.concurrency or ([1, 4, 8, 16] if args.full else [1, 4, 8])
     rounds = args.rounds or (5 if args.full else 3)
     requests = args.requests or (16 if args.full else 8)
     out = args.out or PROJECT_ROOT / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
-    report = run(rounds, requests, levels, args.max_tokens, out, use_guidellm=not args.no_guidellm)
+    report = run(
+        rounds,
+        requests,
+        levels,
+        args.max_tokens,
+        out,
+        use_guidellm=not args.no_guidellm,
+        systems=tuple(args.systems),
+        threads=args.threads,
+    )
     print((out / "chat.md").read_text())
     print(f"results in {out}")
     for line in ratio_lines(report["summary"]) + goal_lines(report["summary"]):  # type: ignore[arg-type]

@@ -42,6 +42,10 @@ class BatchingBackend(Protocol):
 
     slots: int
 
+    def estimated_bytes(self) -> int:
+        """The memory a load will take (weights and every slot's cache), known before loading; blocks."""
+        ...
+
 
 BackendT = TypeVar("BackendT", bound=LoadableBackend)
 ItemT = TypeVar("ItemT")
@@ -90,24 +94,30 @@ class ModelHost(Generic[BackendT]):
         self._lease_wait_seconds = lease_wait_seconds
         # Blocking work outside any model's engine (codecs, file reads) runs here, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-worker")
+        self._footprints = [
+            scheduler_pb2.ModelFootprint(
+                model=m.id,
+                size_bytes=m.size_bytes,
+                n_layers=m.n_layers,
+                slots=slots_of(self._hosted[m.id].backend),
+            )
+            for m in registry.models()
+        ]
         self.scheduler = SchedulerClient(
             scheduler_address,
             service_name,
-            [
-                scheduler_pb2.ModelFootprint(
-                    model=m.id,
-                    size_bytes=m.size_bytes,
-                    n_layers=m.n_layers,
-                    slots=slots_of(self._hosted[m.id].backend),
-                )
-                for m in registry.models()
-            ],
+            self._footprints,
             on_unload=self.unload,
             resident_models=self.resident_reports,
         )
 
     async def start(self, connect_timeout: float) -> None:
-        """Registers with the scheduler."""
+        """Registers with the scheduler, announcing what each model will take once loaded."""
+        for footprint in self._footprints:
+            backend = self._hosted[footprint.model].backend
+            if isinstance(backend, BatchingBackend):
+                # The slots' caches can outweigh the weights: plan with both before the first load.
+                footprint.size_bytes = await asyncio.to_thread(backend.estimated_bytes)
         await self.scheduler.start(connect_timeout)
 
     async def stop(self) -> None:

@@ -1,11 +1,10 @@
 """Settings of the chat service process."""
 
-import os
 from typing import ClassVar
 
 from pydantic import Field
 
-from multai.settings import ModelServiceSettings
+from multai.settings import ModelServiceSettings, default_engine_threads
 
 
 class ChatSettings(ModelServiceSettings):
@@ -15,7 +14,9 @@ class ChatSettings(ModelServiceSettings):
 
     port: int = Field(50051, description="Port to bind.")
     n_threads: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, description="CPU threads for generation."
+        default_factory=default_engine_threads,
+        ge=1,
+        description="CPU threads for generation (default: the physical cores this process may use).",
     )
     context_length: int = Field(
         2048, ge=128, description="Context window of one request when the manifest sets none."

@@ -56,8 +56,11 @@ class Mesh:
         return self.process.wait(timeout)
 
 
-def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
-    """`multai serve` on free ports; settings become MULTAI_<NAME> variables."""
+def start_mesh(models_dir: Path, log_path: Path, *, source: Path = PROJECT_ROOT, **settings: str) -> Mesh:
+    """`multai serve` from the checkout `source` on free ports; settings become MULTAI_<NAME> variables.
+
+    Another checkout (an older commit, for a before-and-after benchmark) runs with this interpreter.
+    """
     port, scheduler_port, metrics_port = free_port(), free_port(), free_port()
     chat_port, audio_port, image_port, vision_port = free_port(), free_port(), free_port(), free_port()
     image_store = log_path.parent / "images"
@@ -66,6 +69,7 @@ def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
         MULTAI_RAM_BUDGET_BYTES=str(SWAP_RAM_BUDGET_BYTES),
         MULTAI_N_THREADS="2",
         MULTAI_IMAGE_STORE_DIR=str(image_store),
+        PYTHONPATH=str(source),
     )
     env.update({f"MULTAI_{name.upper()}": value for name, value in settings.items()})
     log_file = log_path.open("wb")
@@ -96,7 +100,7 @@ def start_mesh(models_dir: Path, log_path: Path, **settings: str) -> Mesh:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env=env,
-        cwd=PROJECT_ROOT,
+        cwd=source,
     )
     mesh = Mesh(
         process,

@@ -200,6 +200,26 @@ def test_metrics_expose_queue_grants_evictions_loads_and_memory(small_queue_mesh
     assert float(evictions.split()[-1]) >= 1
 
 
+def test_a_model_whose_slot_caches_do_not_fit_is_refused_before_loading(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    # SmolLM2's file (98 MB) fits this budget; with the KV cells of four 2,048-token slots (189 MB) it
+    # does not. A planner that knew only the file would load it and overshoot the budget.
+    budget = 200_000_000
+    mesh = start_mesh(models_dir, tmp_path / "serve.log", parallel="4", ram_budget_bytes=str(budget))
+    try:
+        client = openai.OpenAI(base_url=mesh.base_url, api_key="x", max_retries=0, timeout=60)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(
+                model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+            )
+        needed = int(str(refused.value).split(" needs ")[1].split(" bytes")[0])
+        assert 98_362_432 + 180_000_000 < needed < 98_362_432 + 200_000_000
+        assert not status(mesh).resident_models
+    finally:
+        mesh.stop()
+
+
 def test_scheduler_killed_under_load_no_request_hangs(models_dir: Path, tmp_path: Path) -> None:
     mesh = start_mesh(models_dir, tmp_path / "serve.log", parallel="1")
     try:

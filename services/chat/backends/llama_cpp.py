@@ -52,6 +52,19 @@ class LlamaCppBackend:
         self._engine: BatchEngine | None = None
         self._template: ChatTemplate | None = None
 
+    def estimated_bytes(self) -> int:
+        """The file plus the KV cells of every slot, read from the GGUF's metadata (its vocabulary only)."""
+        _logger.set_verbose(False)
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.vocab_only = True
+        model = _internals.LlamaModel(
+            path_model=str(self._manifest.file_path()), params=model_params, verbose=False
+        )
+        try:
+            return self._footprint_bytes(model.metadata())
+        finally:
+            model.close()
+
     def load(self, use_gpu: bool, gpu_layers: int) -> int:
         _logger.set_verbose(False)  # llama.cpp writes its load report to stderr otherwise
         model_params = llama_cpp.llama_model_default_params()
@@ -86,7 +99,7 @@ class LlamaCppBackend:
         self._engine = BatchEngine(
             model.model, context.ctx, self.slots, BATCH_TOKENS, self._default_threads, self._manifest.id
         )
-        return self._manifest.size_bytes + context_params.n_ctx * _kv_bytes_per_token(metadata)
+        return self._footprint_bytes(metadata)
 
     def unload(self) -> None:
         if self._engine is not None:
@@ -180,6 +193,9 @@ class LlamaCppBackend:
             reuse_prefix=params.seed is None,
             n_threads=params.n_threads,
         )
+
+    def _footprint_bytes(self, metadata: dict[str, str]) -> int:
+        return self._manifest.size_bytes + self.context_length * self.slots * _kv_bytes_per_token(metadata)
 
     def _checked_bias(self, logit_bias: dict[int, float]) -> dict[int, float]:
         vocabulary = self._require_model().n_vocab()
