@@ -1,6 +1,8 @@
-"""Generates the Python modules and .pyi stubs for every proto under protos/ (run: python -m multai.protogen).
+"""Generates the Python modules and typed stubs for every proto under protos/ (python -m multai.protogen).
 
-The generated packages (multai.common.v1, multai.chat.v1, ...) land next to this file and are not committed.
+The stubs come from mypy-protobuf (`--mypy_out`, `--mypy_grpc_out`): unlike protoc's own `--pyi_out` they
+type enums, oneofs, HasField names and the gRPC stubs and servicers. The generated packages
+(multai.common.v1, multai.chat.v1, ...) land next to this file and are not committed.
 """
 
 import sys
@@ -17,13 +19,18 @@ def generate() -> list[Path]:
     """Compiles all protos into PROJECT_ROOT and returns the proto files compiled."""
     protos = sorted(PROTO_ROOT.rglob("*.proto"))
     well_known = str(files("grpc_tools") / "_proto")
+    # The plugins come with mypy-protobuf, in this interpreter's bin folder whether or not it is on PATH.
+    plugins = Path(sys.executable).parent
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"--plugin=protoc-gen-mypy={plugins / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={plugins / 'protoc-gen-mypy_grpc'}",
         f"--python_out={PROJECT_ROOT}",
-        f"--pyi_out={PROJECT_ROOT}",
+        f"--mypy_out={PROJECT_ROOT}",
         f"--grpc_python_out={PROJECT_ROOT}",
+        f"--mypy_grpc_out={PROJECT_ROOT}",
         *(str(p) for p in protos),
     ]
     if protoc.main(args) != 0:

@@ -1,5 +1,6 @@
 """Models as folders: each folder under MULTAI_MODELS_DIR with a model.toml manifest is one model."""
 
+import hashlib
 import logging
 import re
 import tomllib
@@ -72,6 +73,12 @@ class ModelManifest(BaseModel):
     def file_path(self, index: int = 0) -> Path:
         """The absolute path of one of the model's files."""
         return self.folder / self.files[index]
+
+    def system_fingerprint(self, engine: str) -> str:
+        """OpenAI's `system_fingerprint`: the same while the model's files and the engine build are, so a
+        client that compares seeded replies can tell when either changed."""
+        identity = f"{self.id}|{self.size_bytes}|{self.created}|{engine}"
+        return "fp_" + hashlib.sha256(identity.encode()).hexdigest()[:10]
 
 
 def read_manifest(folder: Path) -> ModelManifest:

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rest_bridge.protocol.common import OpenAIModel, SamplingFields, Usage
+from rest_bridge.protocol.common import OpenAIModel, SamplingFields, Usage, omitted_if_none
 
 
 class TextContentPart(OpenAIModel):
@@ -177,11 +177,12 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class ChatCompletionMessage(BaseModel):
-    """The assistant's reply."""
+    """The assistant's reply; `refusal` is always null (no model refuses through it here)."""
 
     role: Literal["assistant"] = "assistant"
     content: str | None
-    tool_calls: list[ChatCompletionMessageToolCall] | None = None
+    refusal: str | None = None
+    tool_calls: list[ChatCompletionMessageToolCall] | None = omitted_if_none()
 
 
 class TopLogprob(BaseModel):
@@ -227,31 +228,32 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatCompletionChoice]
     usage: Usage
-    system_fingerprint: str | None = None
+    system_fingerprint: str
 
 
 class ChoiceDeltaToolCallFunction(BaseModel):
     """A piece of a streamed call: the name in its first piece, then pieces of the arguments' JSON."""
 
-    name: str | None = None
-    arguments: str | None = None
+    name: str | None = omitted_if_none()
+    arguments: str | None = omitted_if_none()
 
 
 class ChoiceDeltaToolCall(BaseModel):
-    """A piece of a streamed tool call; pieces with the same index make one call."""
+    """A piece of a streamed tool call; pieces with the same index make one call, and only the first
+    carries its id, type and name."""
 
     index: int
-    id: str | None = None
-    type: Literal["function"] | None = None
-    function: ChoiceDeltaToolCallFunction | None = None
+    id: str | None = omitted_if_none()
+    type: Literal["function"] | None = omitted_if_none()
+    function: ChoiceDeltaToolCallFunction | None = omitted_if_none()
 
 
 class ChoiceDelta(BaseModel):
-    """The change carried by one chunk."""
+    """The change carried by one chunk: only what changed (the last chunk of a choice has an empty one)."""
 
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    tool_calls: list[ChoiceDeltaToolCall] | None = None
+    role: Literal["assistant"] | None = omitted_if_none()
+    content: str | None = omitted_if_none()
+    tool_calls: list[ChoiceDeltaToolCall] | None = omitted_if_none()
 
 
 class ChatCompletionChunkChoice(BaseModel):
@@ -271,5 +273,5 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChatCompletionChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
+    usage: Usage | None = omitted_if_none("Only in the last chunk, when stream_options.include_usage is set.")
+    system_fingerprint: str

@@ -1,6 +1,17 @@
 """Pydantic models shared by several endpoints."""
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+def omitted_if_none(description: str | None = None) -> Any:
+    """A response field that OpenAI leaves out, rather than sends as null, when it has no value."""
+    return Field(None, exclude_if=_is_none, description=description)
 
 
 class OpenAIModel(BaseModel):

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rest_bridge.protocol.common import SamplingFields, Usage
+from rest_bridge.protocol.common import SamplingFields, Usage, omitted_if_none
 
 
 class CompletionRequest(SamplingFields):
@@ -33,5 +33,5 @@ class Completion(BaseModel):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
+    usage: Usage | None = omitted_if_none("Whole responses, and the last chunk with include_usage.")
+    system_fingerprint: str

@@ -1,11 +1,17 @@
 """Pydantic models of /v1/images/generations, fields in the order of OpenAI's reference."""
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from multai.openai_params import DEFAULT_IMAGE_MODEL, image_dimensions
-from rest_bridge.protocol.common import Prioritized
+from rest_bridge.protocol.common import Prioritized, omitted_if_none
+
+# OpenAI returns base64 only for this model, and code written for it reads data[0].b64_json.
+BASE64_IMAGE_MODEL = "gpt-image-1"
+# The sizes ImagesResponse.size may hold in OpenAI's schema (gpt-image-1's).
+ResponseSize = Literal["1024x1024", "1024x1536", "1536x1024"]
+RESPONSE_SIZES: frozenset[str] = frozenset(get_args(ResponseSize))
 
 
 class ImageGenerationRequest(Prioritized):
@@ -18,7 +24,10 @@ class ImageGenerationRequest(Prioritized):
     n: int = Field(1, ge=1, description="How many images; the image service sets the upper limit.")
     output_format: Literal["png"] | None = Field(None, description="Only PNG is produced.")
     quality: str | None = Field(None, description="Accepted and ignored: steps set the quality.")
-    response_format: Literal["url", "b64_json"] = "url"
+    response_format: Literal["url", "b64_json"] | None = Field(
+        None,
+        description="url, or b64_json; the default is b64_json for gpt-image-1 (as OpenAI's) and url else.",
+    )
     size: str | None = Field(
         None, description="WIDTHxHEIGHT in pixels, multiples of 8; 'auto' or absent uses the model's own."
     )
@@ -50,17 +59,23 @@ class ImageGenerationRequest(Prioritized):
         """(width, height); (0, 0) asks for the model's default size."""
         return image_dimensions(self.size) or (0, 0)
 
+    def wants_base64(self) -> bool:
+        """Whether the images come back as base64 PNG rather than URLs."""
+        if self.response_format is None:
+            return self.model == BASE64_IMAGE_MODEL
+        return self.response_format == "b64_json"
+
     def steps(self) -> int | None:
         """num_inference_steps, else the seed design's number_of_steps."""
         return self.num_inference_steps if self.num_inference_steps is not None else self.number_of_steps
 
 
 class ImageData(BaseModel):
-    """One image: a URL or base64 PNG."""
+    """One image: a URL or base64 PNG, and the prompt it was made from (no prompt is rewritten here)."""
 
-    url: str | None = None
-    b64_json: str | None = None
-    revised_prompt: str | None = None
+    url: str | None = omitted_if_none()
+    b64_json: str | None = omitted_if_none()
+    revised_prompt: str
 
 
 class ImagesResponse(BaseModel):
@@ -69,5 +84,5 @@ class ImagesResponse(BaseModel):
     created: int
     data: list[ImageData]
     output_format: Literal["png"] = "png"
-    size: str
+    size: ResponseSize | None = omitted_if_none("Only the sizes OpenAI's schema names; others are left out.")
     seed: int

@@ -151,6 +151,7 @@ class ChatServing:
             model=stream.first.model,
             choices=[replies[index].choice(index) for index in sorted(replies)],
             usage=usage,
+            system_fingerprint=stream.first.system_fingerprint,
         )
 
     async def events(
@@ -159,7 +160,7 @@ class ChatServing:
         """The SSE events; per choice a role chunk, content and tool-call chunks and a finish chunk, each
         with its choice index; then the usage chunk if asked."""
         created = int(time.time())
-        model = stream.first.model
+        model, fingerprint = stream.first.model, stream.first.system_fingerprint
 
         def chunk(
             index: int,
@@ -171,7 +172,13 @@ class ChatServing:
                 index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason
             )
             return sse_event(
-                ChatCompletionChunk(id=completion_id, created=created, model=model, choices=[choice])
+                ChatCompletionChunk(
+                    id=completion_id,
+                    created=created,
+                    model=model,
+                    choices=[choice],
+                    system_fingerprint=fingerprint,
+                )
             )
 
         started: set[int] = set()
@@ -189,7 +196,12 @@ class ChatServing:
             if piece.usage is not None and include_usage:
                 yield sse_event(
                     ChatCompletionChunk(
-                        id=completion_id, created=created, model=model, choices=[], usage=piece.usage
+                        id=completion_id,
+                        created=created,
+                        model=model,
+                        choices=[],
+                        usage=piece.usage,
+                        system_fingerprint=fingerprint,
                     )
                 )
 

@@ -63,6 +63,7 @@ class CompletionServing:
             model=last.model,
             choices=[CompletionChoice(text=text, finish_reason=last.finish_reason or "stop")],
             usage=last.usage,
+            system_fingerprint=stream.first.system_fingerprint,
         )
 
     async def events(
@@ -70,12 +71,20 @@ class CompletionServing:
     ) -> AsyncIterator[str]:
         """The SSE events: text chunks, a finish chunk, and the usage chunk if asked."""
         created = int(time.time())
-        model = stream.first.model
+        model, fingerprint = stream.first.model, stream.first.system_fingerprint
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
 
         def chunk(text: str, finish_reason: str | None = None) -> str:
             choice = CompletionChoice(text=text, finish_reason=finish_reason)
-            return sse_event(Completion(id=completion_id, created=created, model=model, choices=[choice]))
+            return sse_event(
+                Completion(
+                    id=completion_id,
+                    created=created,
+                    model=model,
+                    choices=[choice],
+                    system_fingerprint=fingerprint,
+                )
+            )
 
         if request.echo:
             yield chunk(single_prompt(request))
@@ -87,7 +96,12 @@ class CompletionServing:
                 if include_usage:
                     yield sse_event(
                         Completion(
-                            id=completion_id, created=created, model=model, choices=[], usage=piece.usage
+                            id=completion_id,
+                            created=created,
+                            model=model,
+                            choices=[],
+                            usage=piece.usage,
+                            system_fingerprint=fingerprint,
                         )
                     )
 

@@ -66,6 +66,8 @@ class Piece:
     delta: str
     finish_reason: str | None
     usage: Usage | None
+    # Set in a stream's first piece only.
+    system_fingerprint: str = ""
     # Only chat completion messages carry these; other generations have one choice and plain text.
     choice_index: int = 0
     tool_calls: tuple[ChoiceDeltaToolCall, ...] = ()
@@ -79,7 +81,13 @@ def _piece(message: Any) -> Piece:
         usage = Usage(
             prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
         )
-    piece = Piece(message.model, message.delta, finish_reason_name(message.finish_reason), usage)
+    piece = Piece(
+        message.model,
+        message.delta,
+        finish_reason_name(message.finish_reason),
+        usage,
+        message.system_fingerprint,
+    )
     if not isinstance(message, chat_pb2.CreateChatCompletionResponse):
         return piece
     return replace(

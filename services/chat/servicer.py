@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
+from importlib.metadata import version
 from typing import Any
 
 import grpc
@@ -61,6 +62,8 @@ TOOL_MODES: dict[int, ToolMode | None] = {
     chat_pb2.TOOL_CHOICE_MODE_FUNCTION: ToolMode.FUNCTION,
 }
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
+# The engine build in system_fingerprint: a new llama.cpp may change replies to the same seed.
+LLAMA_ENGINE = f"llama-cpp-python {version('llama-cpp-python')}"
 # Each choice takes a slot of the model's batch; past its slots they wait their turn under the same lease.
 MAX_CHOICES = 8
 # OpenAI's limits.
@@ -134,6 +137,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             ]
 
         replies = [_ChoiceReply(reply_parser(tools, choice, parallel)) for _ in range(choices)]
+        fingerprint = manifest.system_fingerprint(LLAMA_ENGINE)
         completion_tokens = 0
         unfinished = choices
         generated = self._generate(
@@ -154,8 +158,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                     for field_values in fields:
                         if field_values:
                             yield chat_pb2.CreateChatCompletionResponse(
-                                model=manifest.id, choice_index=index, **field_values
+                                model=manifest.id,
+                                choice_index=index,
+                                system_fingerprint=fingerprint,
+                                **field_values,
                             )
+                            fingerprint = ""  # the first message carries it
         except UnsupportedSchemaError as exc:
             raise InvalidRequestError(str(exc), param=schema_param) from exc
 
@@ -170,16 +178,21 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             return [functools.partial(backend.open_completion, prompt, params)]
 
         generated = self._generate(manifest, request.priority, request.request_id, request.engine, open_one)
+        fingerprint = manifest.system_fingerprint(LLAMA_ENGINE)
         async with aclosing(generated) as events:
             async for _, event in events:
                 if isinstance(event, TextDelta):
-                    yield chat_pb2.CreateCompletionResponse(model=manifest.id, delta=event.text)
+                    yield chat_pb2.CreateCompletionResponse(
+                        model=manifest.id, delta=event.text, system_fingerprint=fingerprint
+                    )
                 else:
                     yield chat_pb2.CreateCompletionResponse(
                         model=manifest.id,
                         finish_reason=FINISH_TO_PB[event.reason],
                         usage=_usage(event.prompt_tokens, event.completion_tokens),
+                        system_fingerprint=fingerprint,
                     )
+                fingerprint = ""  # the first message carries it
 
     async def CreateEmbeddings(
         self, request: chat_pb2.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext
@@ -194,14 +207,14 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         ) as backend:
             # Checked once the model is loaded (it knows its size) and before any input is embedded.
             native = backend.dimensions()
-            if request.HasField("dimensions") and request.dimensions != native:
+            dimensions = request.dimensions if request.HasField("dimensions") else native
+            if not 1 <= dimensions <= native:
                 raise InvalidRequestError(
-                    f"'{manifest.id}' makes {native}-dimensional vectors and cannot shorten them; "
-                    f"omit dimensions or set it to {native}",
+                    f"'{manifest.id}' makes {native}-dimensional vectors; dimensions must be 1 to {native}",
                     param="dimensions",
                 )
             texts = await self._host.run_blocking(_input_texts, backend, list(request.inputs))
-            vectors, tokens = await self._host.run_blocking(backend.embed, texts)
+            vectors, tokens = await self._host.run_blocking(backend.embed, texts, dimensions)
         return chat_pb2.CreateEmbeddingsResponse(
             model=manifest.id,
             embeddings=[chat_pb2.Embedding(values=v.tolist()) for v in vectors],

@@ -4,6 +4,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from importlib.metadata import version
 from typing import Any
 
 import grpc
@@ -16,6 +17,8 @@ from multai.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
 
 VISION_BACKENDS = {"llava"}
+# The engine build in system_fingerprint.
+VISION_ENGINE = f"transformers {version('transformers')} torch {version('torch')}"
 ROLES = {"system", "user", "assistant"}
 FINISH_TO_PB = {"stop": chat_pb2.FINISH_REASON_STOP, "length": chat_pb2.FINISH_REASON_LENGTH}
 
@@ -77,11 +80,13 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             def generate(cancel: threading.Event) -> Iterator[str | VisionDone]:
                 return backend.generate(turns, sampling, cancel)
 
+            fingerprint = manifest.system_fingerprint(VISION_ENGINE)
             async with aclosing(self._host.stream(generate)) as events:
                 async for event in events:
                     if isinstance(event, VisionDone):
                         yield vision_pb2.CreateVisionCompletionResponse(
                             model=manifest.id,
+                            system_fingerprint=fingerprint,
                             finish_reason=FINISH_TO_PB[event.finish_reason],
                             usage=common_pb2.Usage(
                                 prompt_tokens=event.prompt_tokens,
@@ -90,4 +95,9 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
                             ),
                         )
                     elif event:
-                        yield vision_pb2.CreateVisionCompletionResponse(model=manifest.id, delta=event)
+                        yield vision_pb2.CreateVisionCompletionResponse(
+                            model=manifest.id, delta=event, system_fingerprint=fingerprint
+                        )
+                    else:
+                        continue
+                    fingerprint = ""  # the first message carries it

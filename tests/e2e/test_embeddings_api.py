@@ -54,11 +54,26 @@ def test_token_arrays_are_the_models_own_token_ids(client: openai.OpenAI) -> Non
         client.embeddings.create(model="all-minilm-l6-v2", input=[[10**9]])
 
 
+def test_dimensions_shortens_and_renormalises_the_vector(client: openai.OpenAI) -> None:
+    texts = ["a cat sat on the mat", "stock markets fell sharply"]
+    full = np.array(
+        [d.embedding for d in client.embeddings.create(model="text-embedding-3-small", input=texts).data]
+    )
+    short = client.embeddings.create(model="text-embedding-3-small", input=texts, dimensions=128).data
+    vectors = np.array([d.embedding for d in short])
+    assert vectors.shape == (2, 128)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    expected = full[:, :128] / np.linalg.norm(full[:, :128], axis=1, keepdims=True)
+    assert np.allclose(vectors, expected, atol=1e-5)
+    same = client.embeddings.create(model="text-embedding-3-small", input=texts, dimensions=384).data
+    assert np.allclose([d.embedding for d in same], full, atol=1e-6)
+    for impossible in (385, 0):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="text-embedding-3-small", input="x", dimensions=impossible)
+        assert refused.value.body["param"] == "dimensions"
+
+
 def test_invalid_requests(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as dimensions:
-        client.embeddings.create(model="text-embedding-3-small", input="x", dimensions=64)
-    assert dimensions.value.body["param"] == "dimensions"
-    assert client.embeddings.create(model="text-embedding-3-small", input="x", dimensions=384).data
     with pytest.raises(openai.BadRequestError) as empty:
         client.embeddings.create(model="text-embedding-3-small", input=[""])
     assert empty.value.body["param"] == "input"

@@ -15,7 +15,7 @@ from multai.errors import InvalidRequestError
 from multai.fixtures.llava import FIXTURE_MAX_TOKENS, IMAGE_TOKENS, build_llava_fixture
 from multai.registry import read_manifest
 from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
-from services.vision.backends.llava import LlavaBackend, ReplyText, conversation_for_template
+from services.vision.backends.llava import LlavaBackend, conversation_for_template
 
 QUESTION = "What is in this picture?"
 
@@ -233,34 +233,3 @@ def test_a_prompt_longer_than_the_context_is_a_client_error(backend):
     with pytest.raises(InvalidRequestError) as raised:
         run(backend, ask("word " * 300, encoded_image("PNG")), greedy(2))
     assert raised.value.param == "messages" and "tokens" in raised.value.message
-
-
-class ByteTokenizer:
-    """Each token is one byte, as in Llama's byte-fallback tokens; part of a character decodes to U+FFFD."""
-
-    def decode(self, tokens: list[int], skip_special_tokens: bool) -> str:
-        return bytes(tokens).decode("utf-8", errors="replace")
-
-
-def push_all(reply: ReplyText, data: bytes) -> tuple[list[str], bool]:
-    pieces, stopped = [], False
-    for byte in data:
-        piece, stopped = reply.push(byte)
-        pieces.append(piece)
-        if stopped:
-            break
-    return pieces, stopped
-
-
-def test_characters_split_over_tokens_are_sent_whole():
-    reply = ReplyText(ByteTokenizer(), stops=[])
-    pieces, stopped = push_all(reply, "é€!".encode())
-    assert not stopped and "\ufffd" not in "".join(pieces)
-    assert "".join(pieces) + reply.flush() == "é€!"
-
-
-def test_a_stop_sequence_over_several_tokens_is_never_sent():
-    reply = ReplyText(ByteTokenizer(), stops=["END"])
-    pieces, stopped = push_all(reply, b"abENDcd")
-    assert stopped and "".join(pieces) == "ab"
-    assert pieces[2:] == ["", "", ""]

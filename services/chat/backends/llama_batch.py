@@ -14,7 +14,6 @@ own, and a pool of callers slowed decoding 2.7x after a few thousand requests.
 """
 
 import asyncio
-import codecs
 import contextlib
 import ctypes
 import logging
@@ -28,7 +27,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
-from multai.streamed_text import partial_marker_length
+from multai.streamed_text import ByteDetokenizer, ReplyText
 from services.chat.backends.base import (
     Finished,
     FinishReason,
@@ -87,31 +86,6 @@ class SequenceJob:
     # False: evaluate the whole prompt afresh, so that a seeded reply does not depend on the cache.
     reuse_prefix: bool = True
     n_threads: int | None = None
-
-
-class _StopText:
-    """Decodes token bytes into text and holds back what may still become a stop sequence."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self._stops = [s for s in stops if s]
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._held = ""
-
-    def push(self, data: bytes) -> tuple[str, bool]:
-        """The text that is now certain, and whether a stop sequence ended the reply (it is not included)."""
-        self._held += self._decoder.decode(data)
-        found = [index for index in (self._held.find(s) for s in self._stops) if index >= 0]
-        if found:
-            text, self._held = self._held[: min(found)], ""
-            return text, True
-        keep = max((partial_marker_length(self._held, s) for s in self._stops), default=0)
-        text, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
-        return text, False
-
-    def flush(self) -> str:
-        """What is held back, at the end of the reply (an unfinished character becomes U+FFFD)."""
-        text, self._held = self._held + self._decoder.decode(b"", final=True), ""
-        return text
 
 
 class _Left:
@@ -191,7 +165,7 @@ class _Running:
 
     stream: EngineStream
     sampler: "llama_cpp.llama_sampler_p"
-    text: _StopText
+    text: ReplyText
     limit: int
     fed: int = 0
     next_token: int | None = None
@@ -325,7 +299,8 @@ class BatchEngine:
                 outbox[stream] = [exc, _LEFT]
                 continue
             slot = self._place(job, free)
-            slot.running = _Running(stream, sampler, _StopText(job.stops), job.max_tokens)
+            text = ReplyText(ByteDetokenizer(self._reply_piece), job.stops)
+            slot.running = _Running(stream, sampler, text, job.max_tokens)
             slot.running.fed = len(slot.tokens)
 
     def _sibling_prefilling(self, prompt: list[int]) -> bool:
@@ -440,7 +415,7 @@ class BatchEngine:
             running.pending_logprobs.append(
                 self._token_logprob(token, logprobs, job.sampling.top_logprobs or 0)
             )
-        piece, stopped = running.text.push(self._piece_of(token, special=False))
+        piece, stopped = running.text.push(token)
         if piece:
             events.append(TextDelta(piece, tuple(running.pending_logprobs)))
             running.pending_logprobs = []
@@ -458,7 +433,7 @@ class BatchEngine:
         assert running is not None
         events = outbox.setdefault(running.stream, [])
         # After a stop sequence nothing more belongs to the reply.
-        rest = "" if stopped else running.text.flush()
+        rest = "" if stopped else running.text.finish()
         if rest or running.pending_logprobs:
             events.append(TextDelta(rest, tuple(running.pending_logprobs)))
         events.append(Finished(reason, len(running.stream.job.prompt), running.generated))
@@ -557,6 +532,9 @@ class BatchEngine:
         # A token may hold part of a character; OpenAI writes those bytes escaped.
         text = data.decode("utf-8", errors="backslashreplace")
         return text, max(float(logprobs[token]), LOWEST_LOGPROB), data
+
+    def _reply_piece(self, token: int) -> bytes:
+        return self._piece_of(token, special=False)
 
     def _piece_of(self, token: int, special: bool) -> bytes:
         length = llama_cpp.llama_token_to_piece(

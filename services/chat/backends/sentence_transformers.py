@@ -39,12 +39,21 @@ class SentenceTransformersBackend:
         """Token ids of the model's own tokenizer, back to text."""
         return str(self._require_loaded().tokenizer.decode(token_ids, skip_special_tokens=True))
 
-    def embed(self, texts: list[str]) -> tuple[npt.NDArray[np.float32], int]:
-        """One unit vector per text, and the number of tokens read (as the model truncates them)."""
+    def embed(self, texts: list[str], dimensions: int) -> tuple[npt.NDArray[np.float32], int]:
+        """One unit vector of `dimensions` numbers per text, and the number of tokens read (as the model
+        truncates them).
+
+        Fewer dimensions than the model's keep the first ones and renormalise, as OpenAI shortens its
+        text-embedding-3 vectors; models not trained for that (Matryoshka) lose more quality doing it.
+        """
         model = self._require_loaded()
         encoded = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)
         tokens = sum(len(ids) for ids in encoded["input_ids"])
         vectors = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=32)
+        if dimensions < vectors.shape[1]:
+            vectors = vectors[:, :dimensions]
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms > 0, norms, 1)
         return vectors.astype(np.float32), tokens
 
     def _require_loaded(self) -> Any:

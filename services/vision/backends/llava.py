@@ -24,7 +24,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from multai.errors import InvalidRequestError
 from multai.registry import ModelManifest
-from multai.streamed_text import partial_marker_length
+from multai.streamed_text import ReplyText, WindowDetokenizer
 from multai.torch_runtime import leased_device, release_device_memory, seeded_generation, weights_dtype
 from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
 
@@ -32,8 +32,6 @@ DEFAULT_MAX_TOKENS = 256
 # OpenAI's defaults: temperature 1 samples; temperature 0 is greedy.
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_TOP_P = 1.0
-# A decoded token that ends in part of a character shows as this until the rest of it arrives.
-REPLACEMENT_CHARACTER = "\ufffd"
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 
 
@@ -66,38 +64,6 @@ class _StopWhenSet(StoppingCriteria):
         return torch.full(
             (input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device
         )
-
-
-class ReplyText:
-    """Turns the reply's tokens into text safe to send; holds back what a stop sequence may claim."""
-
-    def __init__(self, tokenizer: Any, stops: list[str]) -> None:
-        self._tokenizer = tokenizer
-        self._stops = [stop for stop in stops if stop]
-        self._tokens: list[int] = []
-        self._sent = 0
-
-    def push(self, token: int) -> tuple[str, bool]:
-        """The new text that is certain, and whether a stop sequence ended the reply (it is not included)."""
-        self._tokens.append(token)
-        # Decoding the whole reply again keeps characters that span tokens whole.
-        text = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
-        stop_at = min((i for i in (text.find(s, self._sent) for s in self._stops) if i >= 0), default=-1)
-        if stop_at >= 0:
-            piece, self._sent = text[self._sent : stop_at], len(text)
-            return piece, True
-        end = len(text) - max((partial_marker_length(text, s) for s in self._stops), default=0)
-        while end > self._sent and text[end - 1] == REPLACEMENT_CHARACTER:
-            end -= 1
-        piece = text[self._sent : end]
-        self._sent += len(piece)
-        return piece, False
-
-    def flush(self) -> str:
-        """What is held back, at the end of a reply that no stop sequence ended."""
-        text: str = self._tokenizer.decode(self._tokens, skip_special_tokens=True)
-        piece, self._sent = text[self._sent :], len(text)
-        return piece
 
 
 def decode_image(data: bytes, index: int) -> Image.Image:
@@ -193,7 +159,10 @@ class LlavaBackend:
         worker.start()
 
         eos_ids = _eos_token_ids(model)
-        text = ReplyText(processor.tokenizer, sampling.stop)
+        tokenizer = processor.tokenizer
+        text = ReplyText(
+            WindowDetokenizer(lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True))), sampling.stop
+        )
         finish_reason: Literal["stop", "length"] = "length"
         completion_tokens = 0
         stopped = False
@@ -212,7 +181,7 @@ class LlavaBackend:
                     finish_reason = "stop"
                     break
             # After a stop sequence nothing more belongs to the reply.
-            if not stopped and (rest := text.flush()):
+            if not stopped and (rest := text.finish()):
                 yield rest
             yield VisionDone(finish_reason, prompt_tokens, completion_tokens)
         finally:
