@@ -11,8 +11,11 @@ install:
 run: install
 	$(BIN)/multai serve
 
+# buf breaking: the protos of the working tree against those of the main branch (wire and JSON names).
 lint: install
 	$(BUF) lint
+	@if git rev-parse -q --verify main >/dev/null; then $(BUF) breaking --against '.git#branch=main'; \
+	else echo "buf breaking: no main branch in this clone to compare with"; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
