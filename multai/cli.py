@@ -153,7 +153,9 @@ async def fetch_status(address: str) -> scheduler_pb2.GetStatusResponse:
     """One GetStatus call."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
-        return await stub.GetStatus(scheduler_pb2.GetStatusRequest(), timeout=5)
+        request = scheduler_pb2.GetStatusRequest()
+        status: scheduler_pb2.GetStatusResponse = await stub.GetStatus(request, timeout=5)
+        return status
 
 
 def build_parser() -> argparse.ArgumentParser:

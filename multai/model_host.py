@@ -14,7 +14,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -229,7 +229,9 @@ class ModelHost(Generic[BackendT]):
         """Runs a blocking call off the loop: on the leased model's engine thread, or on a worker."""
         return await asyncio.get_running_loop().run_in_executor(self._thread_for_call(), fn, *args)
 
-    async def stream(self, produce: Callable[[threading.Event], Iterator[ItemT]]) -> AsyncIterator[ItemT]:
+    async def stream(
+        self, produce: Callable[[threading.Event], Iterator[ItemT]]
+    ) -> AsyncGenerator[ItemT, None]:
         """Runs a blocking generator in an engine thread and yields its items on the loop.
 
         When the consumer stops early (client gone, deadline), the event tells the engine to stop, and this

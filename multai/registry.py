@@ -74,6 +74,20 @@ class ModelManifest(BaseModel):
         """The absolute path of one of the model's files."""
         return self.folder / self.files[index]
 
+    def int_default(self, name: str, fallback: int) -> int:
+        """An integer default of the manifest (e.g. context_length), or `fallback` when it sets none."""
+        value = self.numeric_default(name)
+        return fallback if value is None else int(value)
+
+    def numeric_default(self, name: str) -> int | float | None:
+        """A numeric default of the manifest, if it sets one; a non-number is a broken manifest."""
+        value = self.defaults.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"model {self.id}: defaults.{name} must be a number, not {value!r}")
+        return value
+
     def system_fingerprint(self, engine: str) -> str:
         """OpenAI's `system_fingerprint`: the same while the model's files and the engine build are, so a
         client that compares seeded replies can tell when either changed."""

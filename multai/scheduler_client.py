@@ -53,7 +53,7 @@ class SchedulerClient:
         address: str,
         service_name: str,
         footprints: list[pb.ModelFootprint],
-        on_unload: Callable[[str], Awaitable[None]],
+        on_unload: Callable[[str], Awaitable[object]],
         resident_models: Callable[[], list[ResidentReport]],
     ) -> None:
         self._channel = grpc.aio.insecure_channel(address)

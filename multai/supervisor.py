@@ -33,7 +33,8 @@ async def grpc_serving(address: str) -> bool:
             )
         except grpc.aio.AioRpcError:
             return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
+    serving: bool = response.status == health_pb2.HealthCheckResponse.SERVING
+    return serving
 
 
 async def http_ok(url: str) -> bool:

@@ -233,7 +233,10 @@ class AsyncModels:
         ) -> model_control_pb2.ListModelsResponse | APIConnectionError:
             try:
                 with rpc_errors(call.request_id):
-                    return await stub.ListModels(request, timeout=call.timeout, metadata=call.metadata)
+                    listed: model_control_pb2.ListModelsResponse = await stub.ListModels(
+                        request, timeout=call.timeout, metadata=call.metadata
+                    )
+                    return listed
             except APIConnectionError as exc:
                 return exc
 

@@ -9,10 +9,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
 from pydantic import BaseModel
@@ -638,9 +638,9 @@ def transcript_result(
         return transcript.text
     if response_format == "json":
         return Transcription(text=transcript.text)
-    return TranscriptionVerbose.model_validate(
-        verbose_transcript_fields(transcript, params.get("timestamp_granularities") or ())
-    )
+    # Only transcriptions take timestamp_granularities; a translation's params lack the key.
+    granularities = cast(Sequence[str], params.get("timestamp_granularities") or ())
+    return TranscriptionVerbose.model_validate(verbose_transcript_fields(transcript, granularities))
 
 
 def speech_request(params: SpeechParams, call: CallSettings) -> audio_pb2.CreateSpeechRequest:

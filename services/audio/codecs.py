@@ -2,6 +2,7 @@
 
 import io
 import struct
+from typing import cast
 
 import av
 import numpy as np
@@ -97,7 +98,10 @@ class SpeechEncoder:
         if response_format in STREAMED_FORMATS:
             container_format, codec = STREAMED_FORMATS[response_format]
             self._container = av.open(self._sink, mode="w", format=container_format)
-            self._stream = self._container.add_stream(codec, rate=OUTPUT_SAMPLE_RATE, layout="mono")
+            self._stream = cast(
+                av.audio.stream.AudioStream,
+                self._container.add_stream(codec, rate=OUTPUT_SAMPLE_RATE, layout="mono"),
+            )
 
     def encode(self, chunk: PcmChunk) -> bytes:
         """The bytes ready to send after this chunk (possibly none)."""

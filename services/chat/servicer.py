@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from importlib.metadata import version
@@ -100,7 +100,7 @@ def params_from_pb(sampling: chat_pb2.SamplingParams, engine: chat_pb2.EngineOpt
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     """Streams generations from the chat models, each under a scheduler lease."""
 
-    def __init__(self, host: ModelHost[ChatBackend]) -> None:
+    def __init__(self, host: ModelHost[ChatBackend | SentenceTransformersBackend]) -> None:
         self._host = host
 
     async def CreateChatCompletion(
@@ -204,7 +204,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             raise InvalidRequestError("input must not contain empty strings", param="input")
         async with self._host.leased(
             manifest, request.priority, request.request_id or uuid.uuid4().hex
-        ) as backend:
+        ) as leased:
+            backend = _embedder(leased)
             # Checked once the model is loaded (it knows its size) and before any input is embedded.
             native = backend.dimensions()
             dimensions = request.dimensions if request.HasField("dimensions") else native
@@ -228,7 +229,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         request_id: str,
         engine: chat_pb2.EngineOptions,
         openers: Callable[[ChatBackend], list[Callable[[], Awaitable[GenerationStream]]]],
-    ) -> AsyncIterator[tuple[int, GenerationEvent]]:
+    ) -> AsyncGenerator[tuple[int, GenerationEvent], None]:
         """The events of each stream, tagged with its index, under one lease; the streams end before it does.
 
         Text that arrived while the reader was busy comes as one event, so a lagging reader sends several
@@ -241,7 +242,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         ):
             try:
                 streams = []
-                for open_stream in openers(backend):
+                for open_stream in openers(_generator(backend)):
                     # Closed on the way out, however it ends: no sequence outlives the lease.
                     stream = await open_stream()
                     streams_open.push_async_callback(stream.aclose)
@@ -254,7 +255,9 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 raise InvalidRequestError(str(exc), param=exc.param) from exc
 
 
-async def _arrivals(streams: list[GenerationStream]) -> AsyncIterator[tuple[int, list[GenerationEvent]]]:
+async def _arrivals(
+    streams: list[GenerationStream],
+) -> AsyncGenerator[tuple[int, list[GenerationEvent]], None]:
     """What each stream delivers, as it arrives, until all have finished."""
     if len(streams) == 1:
         while events := await streams[0].next_events():
@@ -429,6 +432,20 @@ def _json_constraint(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]
             raise InvalidRequestError("json_schema.schema is required", param="response_format")
         return {"json_only": True, "json_schema": response_format.json_schema}
     return {}
+
+
+def _embedder(backend: ChatBackend | SentenceTransformersBackend) -> SentenceTransformersBackend:
+    # The registry resolved the request to an embedding model, so its backend embeds.
+    if not isinstance(backend, SentenceTransformersBackend):
+        raise TypeError(f"{type(backend).__name__} does not embed")
+    return backend
+
+
+def _generator(backend: ChatBackend | SentenceTransformersBackend) -> ChatBackend:
+    # The registry resolved the request to a GGUF model, so its backend generates.
+    if isinstance(backend, SentenceTransformersBackend):
+        raise TypeError("an embedding model does not generate text")
+    return backend
 
 
 def _input_texts(backend: SentenceTransformersBackend, inputs: list[chat_pb2.EmbeddingInput]) -> list[str]:

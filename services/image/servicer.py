@@ -5,7 +5,6 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
-from typing import Any
 
 import grpc
 
@@ -13,7 +12,7 @@ from multai.errors import InvalidRequestError
 from multai.image.v1 import image_pb2, image_pb2_grpc
 from multai.model_host import ModelHost
 from multai.registry import ModelManifest
-from services.image.backends.base import FinishedImage, ImageRequest, StepDone
+from services.image.backends.base import FinishedImage, ImageRequest, StepDone, TextToImageBackend
 from services.image.config import ImageSettings
 
 TEXT_TO_IMAGE_BACKENDS = {"diffusers"}
@@ -29,7 +28,7 @@ SEED_LIMIT = 2**31
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     """Generates images under a scheduler lease, streaming each denoising step."""
 
-    def __init__(self, host: ModelHost[Any], settings: ImageSettings) -> None:
+    def __init__(self, host: ModelHost[TextToImageBackend], settings: ImageSettings) -> None:
         self._host = host
         self._settings = settings
 
@@ -40,8 +39,8 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         limits = self._settings
         width, height = request.width, request.height
         if not (width or height):
-            width = int(manifest.defaults.get("width", DEFAULT_SIDE))
-            height = int(manifest.defaults.get("height", DEFAULT_SIDE))
+            width = manifest.int_default("width", DEFAULT_SIDE)
+            height = manifest.int_default("height", DEFAULT_SIDE)
         if not request.prompt.strip():
             raise InvalidRequestError("prompt must not be empty", param="prompt")
         for name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):

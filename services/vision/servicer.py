@@ -5,7 +5,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from importlib.metadata import version
-from typing import Any
 
 import grpc
 
@@ -14,7 +13,7 @@ from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
 from multai.vision.v1 import vision_pb2, vision_pb2_grpc
-from services.vision.backends.base import VisionDone, VisionSampling, VisionTurn
+from services.vision.backends.base import VisionBackend, VisionDone, VisionSampling, VisionTurn
 
 VISION_BACKENDS = {"llava"}
 # The engine build in system_fingerprint.
@@ -62,7 +61,7 @@ def sampling_from_pb(sampling: chat_pb2.SamplingParams) -> VisionSampling:
 class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
     """Streams replies about images, each under a scheduler lease."""
 
-    def __init__(self, host: ModelHost[Any], max_images_per_request: int) -> None:
+    def __init__(self, host: ModelHost[VisionBackend], max_images_per_request: int) -> None:
         self._host = host
         self._max_images = max_images_per_request
 

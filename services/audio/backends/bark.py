@@ -60,7 +60,7 @@ class BarkBackend:
         model = BarkModel.from_pretrained(
             self.manifest.folder, dtype=weights_dtype(self._device), local_files_only=True
         )
-        self._model = model.to(self._device).eval()
+        self._model = model.to(self._device).eval()  # type: ignore[arg-type]  # transformers mistypes to()
         self._processor = BarkProcessor.from_pretrained(str(self.manifest.folder), local_files_only=True)
         return sum(p.numel() * p.element_size() for p in self._model.parameters())
 

@@ -7,7 +7,7 @@ get the text protocol of services.chat.tools instead: a system section that list
 into the assistant's text, and results as user turns in <tool_response> tags.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -60,7 +60,8 @@ class ChatTemplate:
                 entry["name"] = names_by_call.get(message.tool_call_id, "")
             rendered.append(entry)
         definitions = [tool_definition(t) for t in tools] or None
-        return self._formatter(messages=rendered, tools=definitions).prompt
+        # llama-cpp-python types these as its TypedDicts of OpenAI messages, which the dicts match.
+        return self._formatter(messages=cast(Any, rendered), tools=cast(Any, definitions)).prompt
 
     def _render_text_protocol(self, messages: list[Message], tools: list[FunctionTool]) -> str:
         rendered: list[dict[str, Any]] = []
@@ -87,7 +88,7 @@ class ChatTemplate:
                 rendered[0]["content"] = f"{rendered[0]['content']}\n\n{section}"
             else:
                 rendered.insert(0, {"role": "system", "content": section})
-        return self._formatter(messages=rendered).prompt
+        return self._formatter(messages=cast(Any, rendered)).prompt
 
     def _renders_tools(self) -> bool:
         """Whether the template shows tools, assistant calls and tool results (each probe text appears)."""

@@ -472,7 +472,9 @@ class BatchEngine:
     def _sampler(self, spec: SamplingSpec) -> "llama_cpp.llama_sampler_p":
         """The chain llama-cpp-python builds: logit bias, penalties, grammar, then greedy or top-k/p, min-p,
         temperature and a seeded draw."""
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        chain: llama_cpp.llama_sampler_p = llama_cpp.llama_sampler_chain_init(
+            llama_cpp.llama_sampler_chain_default_params()
+        )
         add = llama_cpp.llama_sampler_chain_add
         if spec.grammar is not None:
             grammar = llama_cpp.llama_sampler_init_grammar(self._vocab, spec.grammar.encode(), b"root")

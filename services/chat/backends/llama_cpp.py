@@ -44,7 +44,7 @@ class LlamaCppBackend:
         self._manifest = manifest
         self._default_threads = default_threads
         # The context of one request; each slot has KV cells for this many tokens.
-        self.context_length = int(manifest.defaults.get("context_length", default_context_length))
+        self.context_length = manifest.int_default("context_length", default_context_length)
         self.slots = manifest.parallel or default_slots
         self._model_stops = [str(s) for s in _as_list(manifest.defaults.get("stop", []))]
         self._model: _internals.LlamaModel | None = None
@@ -231,7 +231,8 @@ def _json_grammar(params: GenerationParams) -> str | None:
     if not params.json_schema:
         return JSON_GBNF
     try:
-        return json_schema_to_gbnf(params.json_schema)
+        grammar: str = json_schema_to_gbnf(params.json_schema)
+        return grammar
     except Exception as exc:  # llama.cpp's converter raises plain Exceptions and ValueErrors alike.
         raise UnsupportedSchemaError(f"the JSON schema cannot be enforced: {exc}") from exc
 

@@ -100,29 +100,20 @@ class DiffusersBackend:
             "num_images_per_prompt": 1,
             "output_type": "pil",
         }
-        steps = request.num_inference_steps
+        steps: int | float | None = request.num_inference_steps
         if steps is None:
-            steps = self._numeric_default("num_inference_steps")
+            steps = self.manifest.numeric_default("num_inference_steps")
         if steps is not None:
             options["num_inference_steps"] = int(steps)
         guidance = request.guidance_scale
         if guidance is None:
-            guidance = self._numeric_default("guidance_scale")
+            guidance = self.manifest.numeric_default("guidance_scale")
         if guidance is not None:
             options["guidance_scale"] = float(guidance)
         return options
 
-    def _numeric_default(self, name: str) -> int | float | None:
-        """The manifest's default for a pipeline argument, if any; a non-number is a broken manifest."""
-        value = self.manifest.defaults.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"model {self.manifest.id}: defaults.{name} must be a number, not {value!r}")
-        return value
-
     def _denoise(
-        self, pipeline: DiffusionPipeline, options: dict[str, Any], seed: int, cancel: threading.Event
+        self, pipeline: Any, options: dict[str, Any], seed: int, cancel: threading.Event
     ) -> Generator[StepDone, None, Image.Image | None]:
         """Runs one pipeline call, yielding its steps as they end; returns its image, or None if cancelled.
 
@@ -133,9 +124,8 @@ class DiffusersBackend:
         # Set when this generator is closed early, so that the call stops even if `cancel` never is.
         abandoned = threading.Event()
 
-        def on_step_end(
-            pipe: DiffusionPipeline, step_index: int, timestep: Any, tensors: dict[str, Any]
-        ) -> dict[str, Any]:
+        # diffusers' base class types neither num_timesteps nor __call__; each pipeline class adds them.
+        def on_step_end(pipe: Any, step_index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             events.put(StepDone(step=step_index + 1, total_steps=pipe.num_timesteps))
             if cancel.is_set() or abandoned.is_set():
                 raise _Cancelled

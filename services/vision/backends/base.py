@@ -1,7 +1,9 @@
 """The plain data a vision-language engine exchanges with the servicer; light enough to import anywhere."""
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -31,3 +33,18 @@ class VisionDone:
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     completion_tokens: int
+
+
+class VisionBackend(Protocol):
+    """An image-and-text chat engine."""
+
+    def load(self, use_gpu: bool, gpu_layers: int) -> int:
+        """Loads the weights; returns the bytes the model takes."""
+
+    def unload(self) -> None:
+        """Frees the model's memory."""
+
+    def generate(
+        self, turns: list[VisionTurn], sampling: VisionSampling, cancel: threading.Event
+    ) -> Iterator[str | VisionDone]:
+        """Streams the reply as text pieces, then a VisionDone; stops once `cancel` is set."""

@@ -116,7 +116,7 @@ class LlavaBackend:
         model = LlavaForConditionalGeneration.from_pretrained(
             self.manifest.folder, local_files_only=True, dtype=weights_dtype(self._device)
         )
-        self._model = model.to(self._device).eval()
+        self._model = model.to(self._device).eval()  # type: ignore[arg-type]  # transformers mistypes to()
         self._processor = AutoProcessor.from_pretrained(str(self.manifest.folder), local_files_only=True)
         return sum(p.numel() * p.element_size() for p in self._model.parameters())
 
