@@ -14,6 +14,7 @@ import contextvars
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -155,8 +156,10 @@ class ModelHost(Generic[BackendT]):
     ) -> AsyncIterator[BackendT]:
         """Holds a lease and the model's lock, with the model loaded where the lease says.
 
+        request_id names the lease in the scheduler's status and logs; a caller that sent none gets one.
         max_gpu_layers caps the offload when this request is the one that loads the model on the GPU.
         """
+        request_id = request_id or f"req_{uuid.uuid4().hex}"
         async with self.scheduler.lease(request_id, manifest.id, priority, self._lease_wait_seconds) as grant:
             hosted = self._hosted[manifest.id]
             on_engine_thread = _engine_thread.set(hosted.engine_thread)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
+from multai.errors import InvalidRequestError
 
 # Index = the level that X-MultAI-Priority, the body's `priority` and the client's `priority=` take.
 PRIORITY_NAMES = ("urgent", "normal", "background")
@@ -24,6 +25,15 @@ IMAGE_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_IMAGE_MODEL = "dall-e-2"
 # OpenAI's limit on inputs per embeddings request.
 MAX_EMBEDDING_INPUTS = 2048
+# OpenAI's limit for chat and completions.
+MAX_STOP_SEQUENCES = 4
+
+
+def checked_stops(stops: Sequence[str]) -> list[str]:
+    """A request's stop sequences, at most MAX_STOP_SEQUENCES; the services check, so all callers meet it."""
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise InvalidRequestError(f"stop holds more than {MAX_STOP_SEQUENCES} sequences", param="stop")
+    return list(stops)
 
 
 def priority_of_level(level: int) -> common_pb2.Priority.ValueType | None:

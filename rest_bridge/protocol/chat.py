@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rest_bridge.protocol.common import OpenAIModel, SamplingFields, Usage, omitted_if_none
 
@@ -163,13 +163,6 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(
         None, ge=0, description="With logprobs: also return this many likeliest tokens per position, 0 to 20."
     )
-
-    @field_validator("stop")
-    @classmethod
-    def _at_most_four_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return value
 
     def token_limit(self) -> int | None:
         """max_completion_tokens, else max_tokens."""

@@ -1,7 +1,6 @@
 """AudioService: the only place this service touches protobuf."""
 
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
@@ -119,7 +118,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
                 "mp3, mp4, mpeg, mpga, oga, ogg, wav, webm.",
                 param="file",
             ) from exc
-        async with self._host.leased(manifest, priority, request_id or uuid.uuid4().hex) as backend:
+        async with self._host.leased(manifest, priority, request_id) as backend:
             result: TranscriptResult = await self._host.run_blocking(backend.transcribe, audio, options)
             return result
 
@@ -157,7 +156,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
                 yield encoder.encode(chunk)
 
         async with (
-            self._host.leased(manifest, request.priority, request.request_id or uuid.uuid4().hex) as backend,
+            self._host.leased(manifest, request.priority, request.request_id) as backend,
             aclosing(self._host.stream(lambda cancel: encoded(backend, cancel))) as pieces,
         ):
             async for data in pieces:

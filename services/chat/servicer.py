@@ -5,7 +5,6 @@ import contextlib
 import functools
 import json
 import logging
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import replace
@@ -19,6 +18,7 @@ from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
+from multai.openai_params import checked_stops
 from multai.registry import ModelManifest
 from services.chat.backends.base import (
     ChatBackend,
@@ -86,7 +86,7 @@ def params_from_pb(sampling: chat_pb2.SamplingParams, engine: chat_pb2.EngineOpt
         temperature=_optional(sampling, "temperature"),
         top_p=_optional(sampling, "top_p"),
         max_tokens=_optional(sampling, "max_tokens"),
-        stop=list(sampling.stop),
+        stop=checked_stops(sampling.stop),
         seed=_optional(sampling, "seed"),
         presence_penalty=_optional(sampling, "presence_penalty"),
         frequency_penalty=_optional(sampling, "frequency_penalty"),
@@ -203,7 +203,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         if any(i.WhichOneof("input") == "text" and not i.text for i in request.inputs):
             raise InvalidRequestError("input must not contain empty strings", param="input")
         async with self._host.leased(
-            manifest, request.priority, request.request_id or uuid.uuid4().hex
+            manifest, request.priority, request.request_id
         ) as leased:
             backend = _embedder(leased)
             # Checked once the model is loaded (it knows its size) and before any input is embedded.
@@ -237,7 +237,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         """
         max_gpu_layers = engine.n_gpu_layers if engine.HasField("n_gpu_layers") else None
         async with (
-            self._host.leased(manifest, priority, request_id or uuid.uuid4().hex, max_gpu_layers) as backend,
+            self._host.leased(manifest, priority, request_id, max_gpu_layers) as backend,
             contextlib.AsyncExitStack() as streams_open,
         ):
             try:

@@ -2,7 +2,6 @@
 
 import secrets
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 
@@ -88,7 +87,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         image_request = self._image_request(request, manifest)
 
         async with self._host.leased(
-            manifest, request.priority, request.request_id or uuid.uuid4().hex
+            manifest, request.priority, request.request_id
         ) as backend:
 
             def generate(cancel: threading.Event) -> Iterator[StepDone | FinishedImage]:

@@ -1,7 +1,6 @@
 """VisionService: the only place this service touches protobuf."""
 
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from importlib.metadata import version
@@ -12,6 +11,7 @@ from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
+from multai.openai_params import checked_stops
 from multai.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.backends.base import VisionBackend, VisionDone, VisionSampling, VisionTurn
 
@@ -54,7 +54,7 @@ def sampling_from_pb(sampling: chat_pb2.SamplingParams) -> VisionSampling:
         temperature=sampling.temperature if sampling.HasField("temperature") else None,
         top_p=sampling.top_p if sampling.HasField("top_p") else None,
         seed=sampling.seed if sampling.HasField("seed") else None,
-        stop=list(sampling.stop),
+        stop=checked_stops(sampling.stop),
     )
 
 
@@ -73,7 +73,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         sampling = sampling_from_pb(request.sampling)
 
         async with self._host.leased(
-            manifest, request.priority, request.request_id or uuid.uuid4().hex
+            manifest, request.priority, request.request_id
         ) as backend:
 
             def generate(cancel: threading.Event) -> Iterator[str | VisionDone]:
