@@ -23,9 +23,6 @@ from multai.client.params import (
 )
 from multai.client.types import (
     BinaryResponseContent,
-    ChatCompletion,
-    ChatCompletionChunk,
-    Completion,
     CreateEmbeddingResponse,
     ImageProgress,
     ImagesResponse,
@@ -35,6 +32,8 @@ from multai.client.types import (
     TranscriptionVerbose,
 )
 from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
+from multai.openai.chat import ChatCompletion, ChatCompletionChunk
+from multai.openai.completions import Completion
 
 ChunkT = TypeVar("ChunkT")
 ResultT = TypeVar("ResultT")

@@ -35,35 +35,30 @@ from multai.client.params import (
 )
 from multai.client.types import (
     BinaryResponseContent,
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionMessage,
-    ChatCompletionMessageToolCall,
-    ChatCompletionTokenLogprob,
-    Choice,
-    ChoiceDelta,
-    ChoiceDeltaToolCall,
-    ChoiceDeltaToolCallFunction,
-    ChoiceLogprobs,
-    ChunkChoice,
-    Completion,
-    CompletionChoice,
-    CompletionUsage,
     CreateEmbeddingResponse,
     Embedding,
     EmbeddingUsage,
-    Function,
     Image,
     ImageProgress,
     ImagesResponse,
     Model,
     ModelList,
-    TopLogprob,
     Transcription,
     TranscriptionVerbose,
 )
 from multai.common.v1 import common_pb2, model_control_pb2
 from multai.image.v1 import image_pb2
+from multai.openai.chat import ChatCompletion, ChatCompletionChunk
+from multai.openai.completions import Completion
+from multai.openai.generation import (
+    ChatChunker,
+    ChatReplies,
+    CompletionChunker,
+    IncompleteStreamError,
+    Piece,
+    piece_from_pb,
+    whole_completion,
+)
 from multai.openai_objects import embedding_vector, model_fields, verbose_transcript_fields
 from multai.openai_params import (
     DEFAULT_IMAGE_MODEL,
@@ -71,7 +66,6 @@ from multai.openai_params import (
     RESPONSE_FORMAT_TYPES,
     TOOL_CHOICE_MODES,
     embedding_inputs,
-    finish_reason_name,
     image_dimensions,
     priority_of_level,
 )
@@ -321,194 +315,81 @@ def completion_request(params: CompletionParams, call: CallSettings) -> chat_pb2
     )
 
 
-def usage_from_pb(usage: common_pb2.Usage) -> CompletionUsage:
-    """Token counts."""
-    return CompletionUsage(
-        completion_tokens=usage.completion_tokens,
-        prompt_tokens=usage.prompt_tokens,
-        total_tokens=usage.total_tokens,
-    )
-
-
-def logprobs_from_pb(entries: Iterable[chat_pb2.TokenLogprob]) -> list[ChatCompletionTokenLogprob]:
-    """Per-token log probabilities, bytes as OpenAI's lists of ints."""
-    return [
-        ChatCompletionTokenLogprob(
-            token=entry.token,
-            bytes=list(entry.bytes),
-            logprob=entry.logprob,
-            top_logprobs=[
-                TopLogprob(token=top.token, bytes=list(top.bytes), logprob=top.logprob)
-                for top in entry.top_logprobs
-            ],
-        )
-        for entry in entries
-    ]
-
-
-GenerationMessage = chat_pb2.CreateChatCompletionResponse | chat_pb2.CreateCompletionResponse
-
-
-class GenerationReader:
-    """What chat and completion streams share: one id and creation time, the model, the usage."""
+class _GenerationReader:
+    """What chat and completion streams share: one id and creation time, and the stream's first piece."""
 
     def __init__(self, id_prefix: str, include_usage: bool) -> None:
         self.id = f"{id_prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.model = ""
-        self.usage: CompletionUsage | None = None
         self._include_usage = include_usage
+        self._first: Piece | None = None
 
-    def _note(self, message: GenerationMessage) -> None:
-        """Records the model and, from the last message, the usage."""
-        self.model = message.model or self.model
-        if message.HasField("usage"):
-            self.usage = usage_from_pb(message.usage)
-
-    def _usage_chunk_due(self, message: GenerationMessage) -> bool:
-        """True when this message ends the stream and the caller asked for a usage chunk."""
-        return self._include_usage and message.HasField("usage")
-
-    def _require_output(self, received: bool) -> None:
-        if not received:
-            raise InternalServerError("the service ended the stream without finishing the reply")
+    def _piece(self, message: Any) -> Piece:
+        piece = piece_from_pb(message)
+        self._first = self._first or piece
+        return piece
 
 
-@dataclass
-class _ChoiceState:
-    """One choice of a chat stream, accumulated."""
-
-    texts: list[str] = field(default_factory=list)
-    tool_calls: dict[int, list[str]] = field(default_factory=dict)  # index -> [id, name, arguments]
-    logprobs: list[ChatCompletionTokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
-
-    def to_choice(self, index: int) -> Choice:
-        if self.finish_reason is None:
-            raise InternalServerError(f"the service ended the stream before choice {index} finished")
-        calls = [
-            ChatCompletionMessageToolCall(id=call_id, function=Function(name=name, arguments=arguments))
-            for call_id, name, arguments in (self.tool_calls[i] for i in sorted(self.tool_calls))
-        ]
-        text = "".join(self.texts)
-        return Choice(
-            finish_reason=self.finish_reason,
-            index=index,
-            logprobs=ChoiceLogprobs(content=self.logprobs) if self.logprobs else None,
-            message=ChatCompletionMessage(
-                content=text if text or not calls else None, tool_calls=calls or None
-            ),
-        )
-
-
-class ChatStreamReader(GenerationReader):
-    """Turns CreateChatCompletion messages into chunks, and collects them into a ChatCompletion."""
+class ChatStreamReader(_GenerationReader):
+    """CreateChatCompletion messages as the REST bridge shows them (the same code: multai.openai.generation):
+    chunks as they come, and the whole ChatCompletion."""
 
     def __init__(self, include_usage: bool = False) -> None:
         super().__init__("chatcmpl", include_usage)
-        self._choices: dict[int, _ChoiceState] = {}
+        self._chunker: ChatChunker | None = None
+        self._replies = ChatReplies()
 
-    def add(self, message: chat_pb2.CreateChatCompletionResponse) -> bool:
-        """Accumulates one message; True when it is the first of its choice."""
-        self._note(message)
-        first = message.choice_index not in self._choices
-        state = self._choices.setdefault(message.choice_index, _ChoiceState())
-        state.texts.append(message.delta)
-        for piece in message.tool_calls:
-            call = state.tool_calls.setdefault(piece.index, ["", "", ""])
-            call[0] = call[0] or piece.id
-            call[1] = call[1] or piece.name
-            call[2] += piece.arguments
-        state.logprobs.extend(logprobs_from_pb(message.logprobs))
-        state.finish_reason = finish_reason_name(message.finish_reason) or state.finish_reason
-        return first
+    def add(self, message: chat_pb2.CreateChatCompletionResponse) -> Piece:
+        """Takes in one message of a stream collected whole."""
+        piece = self._piece(message)
+        self._replies.add(piece)
+        return piece
 
     def chunks(self, message: chat_pb2.CreateChatCompletionResponse) -> list[ChatCompletionChunk]:
-        """The chunks one message becomes: its choice's, then the usage chunk when asked for."""
-        first = self.add(message)
-        delta = ChoiceDelta(
-            content=message.delta if message.delta or first else None,
-            role="assistant" if first else None,
-            tool_calls=[
-                ChoiceDeltaToolCall(
-                    index=piece.index,
-                    id=piece.id or None,
-                    type="function" if piece.id else None,
-                    function=ChoiceDeltaToolCallFunction(name=piece.name or None, arguments=piece.arguments),
-                )
-                for piece in message.tool_calls
-            ]
-            or None,
-        )
-        choice = ChunkChoice(
-            delta=delta,
-            finish_reason=finish_reason_name(message.finish_reason),
-            index=message.choice_index,
-            logprobs=ChoiceLogprobs(content=logprobs_from_pb(message.logprobs)) if message.logprobs else None,
-        )
-        chunks = [self._chunk([choice])]
-        if self._usage_chunk_due(message):
-            chunks.append(self._chunk([], self.usage))
-        return chunks
-
-    def _chunk(self, choices: list[ChunkChoice], usage: CompletionUsage | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=self.id, choices=choices, created=self.created, model=self.model, usage=usage
-        )
+        """The chunks one message becomes."""
+        piece = self.add(message)
+        if self._chunker is None:
+            self._chunker = ChatChunker(self.id, self.created, piece, self._include_usage)
+        return self._chunker.chunks(piece)
 
     def result(self) -> ChatCompletion:
         """The whole reply, once the stream has ended."""
-        self._require_output(bool(self._choices))
-        return ChatCompletion(
-            id=self.id,
-            choices=[self._choices[i].to_choice(i) for i in sorted(self._choices)],
-            created=self.created,
-            model=self.model,
-            usage=self.usage,
-        )
+        try:
+            return self._replies.completion(self.id, self.created)
+        except IncompleteStreamError as exc:
+            raise InternalServerError(str(exc)) from exc
 
 
-class CompletionStreamReader(GenerationReader):
-    """Turns CreateCompletion messages into Completion chunks, and collects them into one Completion."""
+class CompletionStreamReader(_GenerationReader):
+    """CreateCompletion messages as the REST bridge shows them: chunks, and the whole Completion."""
 
     def __init__(self, include_usage: bool = False) -> None:
         super().__init__("cmpl", include_usage)
+        self._chunker: CompletionChunker | None = None
         self._texts: list[str] = []
-        self._finish_reason: str | None = None
+        self._last: Piece | None = None
 
-    def add(self, message: chat_pb2.CreateCompletionResponse) -> None:
-        """Accumulates one message."""
-        self._note(message)
-        self._texts.append(message.delta)
-        self._finish_reason = finish_reason_name(message.finish_reason) or self._finish_reason
+    def add(self, message: chat_pb2.CreateCompletionResponse) -> Piece:
+        """Takes in one message of a stream collected whole."""
+        piece = self._last = self._piece(message)
+        self._texts.append(piece.delta)
+        return piece
 
     def chunks(self, message: chat_pb2.CreateCompletionResponse) -> list[Completion]:
-        """The chunk one message becomes, then the usage chunk when asked for."""
-        self.add(message)
-        chunks = [
-            self._completion(
-                [
-                    CompletionChoice(
-                        text=message.delta, finish_reason=finish_reason_name(message.finish_reason)
-                    )
-                ]
-            )
-        ]
-        if self._usage_chunk_due(message):
-            chunks.append(self._completion([], self.usage))
-        return chunks
-
-    def _completion(
-        self, choices: list[CompletionChoice], usage: CompletionUsage | None = None
-    ) -> Completion:
-        return Completion(id=self.id, choices=choices, created=self.created, model=self.model, usage=usage)
+        """The chunks one message becomes."""
+        piece = self.add(message)
+        if self._chunker is None:
+            self._chunker = CompletionChunker(self.id, self.created, piece, self._include_usage)
+        return self._chunker.chunks(piece)
 
     def result(self) -> Completion:
         """The whole continuation, once the stream has ended."""
-        self._require_output(self._finish_reason is not None)
-        return self._completion(
-            [CompletionChoice(text="".join(self._texts), finish_reason=self._finish_reason)], self.usage
-        )
+        if self._first is None or self._last is None:
+            raise InternalServerError("the service ended the stream without any output")
+        try:
+            return whole_completion(self.id, self.created, self._first, "".join(self._texts), self._last)
+        except IncompleteStreamError as exc:
+            raise InternalServerError(str(exc)) from exc
 
 
 def include_usage(params: SamplingOptions) -> bool:

@@ -22,9 +22,6 @@ from multai.client.params import (
 )
 from multai.client.types import (
     BinaryResponseContent,
-    ChatCompletion,
-    ChatCompletionChunk,
-    Completion,
     CreateEmbeddingResponse,
     ImageProgress,
     ImagesResponse,
@@ -34,6 +31,8 @@ from multai.client.types import (
     TranscriptionVerbose,
 )
 from multai.common.v1 import model_control_pb2
+from multai.openai.chat import ChatCompletion, ChatCompletionChunk
+from multai.openai.completions import Completion
 
 ChunkT = TypeVar("ChunkT")
 ResultT = TypeVar("ResultT")

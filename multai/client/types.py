@@ -1,4 +1,8 @@
-"""Response objects with the `openai` SDK's class and attribute names, so reading code ports unchanged."""
+"""Response objects with the `openai` SDK's class and attribute names, so reading code ports unchanged.
+
+Chat completions, their chunks and text completions are multai.openai's, the objects the REST bridge
+returns, built by the same code.
+"""
 
 import os
 from collections.abc import Iterator
@@ -6,144 +10,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
-
-
-class CompletionUsage(BaseModel):
-    """Token counts of one chat or completion request."""
-
-    completion_tokens: int
-    prompt_tokens: int
-    total_tokens: int
-
-
-class TopLogprob(BaseModel):
-    """One likely token at a position."""
-
-    token: str
-    bytes: list[int] | None = None
-    logprob: float
-
-
-class ChatCompletionTokenLogprob(BaseModel):
-    """A sampled token with its log probability and the likeliest alternatives."""
-
-    token: str
-    bytes: list[int] | None = None
-    logprob: float
-    top_logprobs: list[TopLogprob] = Field(default_factory=list)
-
-
-class ChoiceLogprobs(BaseModel):
-    """The log probabilities of a choice's tokens."""
-
-    content: list[ChatCompletionTokenLogprob] | None = None
-
-
-class Function(BaseModel):
-    """The function an assistant called, with its arguments as JSON text."""
-
-    arguments: str
-    name: str
-
-
-class ChatCompletionMessageToolCall(BaseModel):
-    """One tool call of an assistant message."""
-
-    id: str
-    function: Function
-    type: Literal["function"] = "function"
-
-
-class ChatCompletionMessage(BaseModel):
-    """The assistant's reply; `content` is None when it only called tools."""
-
-    content: str | None = None
-    role: Literal["assistant"] = "assistant"
-    tool_calls: list[ChatCompletionMessageToolCall] | None = None
-
-
-class Choice(BaseModel):
-    """One choice of a whole chat completion."""
-
-    finish_reason: str
-    index: int
-    logprobs: ChoiceLogprobs | None = None
-    message: ChatCompletionMessage
-
-
-class ChatCompletion(BaseModel):
-    """A whole (non-streamed) chat completion."""
-
-    id: str
-    choices: list[Choice]
-    created: int
-    model: str
-    object: Literal["chat.completion"] = "chat.completion"
-    usage: CompletionUsage | None = None
-
-
-class ChoiceDeltaToolCallFunction(BaseModel):
-    """A piece of a streamed tool call's function."""
-
-    arguments: str | None = None
-    name: str | None = None
-
-
-class ChoiceDeltaToolCall(BaseModel):
-    """A piece of a streamed tool call; pieces with the same index belong to one call."""
-
-    index: int
-    id: str | None = None
-    function: ChoiceDeltaToolCallFunction | None = None
-    type: Literal["function"] | None = None
-
-
-class ChoiceDelta(BaseModel):
-    """What one chunk adds to a choice."""
-
-    content: str | None = None
-    role: Literal["assistant"] | None = None
-    tool_calls: list[ChoiceDeltaToolCall] | None = None
-
-
-class ChunkChoice(BaseModel):
-    """One choice of a streamed chunk."""
-
-    delta: ChoiceDelta
-    finish_reason: str | None = None
-    index: int
-    logprobs: ChoiceLogprobs | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    """One piece of a streamed chat completion; the usage chunk (if asked for) has no choices."""
-
-    id: str
-    choices: list[ChunkChoice]
-    created: int
-    model: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    usage: CompletionUsage | None = None
-
-
-class CompletionChoice(BaseModel):
-    """One choice of a (legacy) completion."""
-
-    finish_reason: str | None = None
-    index: int = 0
-    logprobs: None = None
-    text: str
-
-
-class Completion(BaseModel):
-    """A (legacy) completion; streamed chunks have the same shape."""
-
-    id: str
-    choices: list[CompletionChoice]
-    created: int
-    model: str
-    object: Literal["text_completion"] = "text_completion"
-    usage: CompletionUsage | None = None
 
 
 class Embedding(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Header, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from rest_bridge.protocol.audio import (
+from multai.openai.audio import (
     MAX_UPLOAD_BYTES,
     SpeechRequest,
     TimestampGranularity,

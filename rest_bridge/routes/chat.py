@@ -4,7 +4,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from multai.common.v1 import common_pb2
-from rest_bridge.protocol.chat import ChatCompletion, ChatCompletionRequest
+from multai.openai.chat import ChatCompletion, ChatCompletionRequest
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.chat import ChatServing, new_chat_completion_id
 from rest_bridge.serving.generation import priority_to_pb, sse_with_errors

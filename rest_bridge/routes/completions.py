@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from rest_bridge.protocol.completions import Completion, CompletionRequest
+from multai.openai.completions import Completion, CompletionRequest
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.completions import CompletionServing, new_completion_id
 from rest_bridge.serving.generation import priority_to_pb, sse_with_errors

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Header, Request
 
-from rest_bridge.protocol.embeddings import EmbeddingList, EmbeddingRequest
+from multai.openai.embeddings import EmbeddingList, EmbeddingRequest
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.embeddings import EmbeddingServing
 from rest_bridge.serving.generation import priority_to_pb

@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse
 
+from multai.openai.images import ImageGenerationRequest, ImagesResponse
 from rest_bridge.errors import OpenAIError
-from rest_bridge.protocol.images import ImageGenerationRequest, ImagesResponse
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.generation import priority_to_pb
 from rest_bridge.serving.images import ImageServing, ImageStore

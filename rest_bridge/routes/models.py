@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Request
 
-from rest_bridge.protocol.models import ModelCard, ModelList
+from multai.openai.models import ModelCard, ModelList
 from rest_bridge.serving.models import ModelsServing
 
 router = APIRouter()

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from rest_bridge.protocol.responses import ResponseObject, ResponsesRequest
+from multai.openai.responses import ResponseObject, ResponsesRequest
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.generation import priority_to_pb
 from rest_bridge.serving.responses import ResponsesServing, new_response_id

@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from rest_bridge.protocol.chat import ChatCompletion
-from rest_bridge.protocol.vision import VisionRequest
+from multai.openai.chat import ChatCompletion
+from multai.openai.vision import VisionRequest
 from rest_bridge.routes.chat import respond
 from rest_bridge.serving.generation import priority_to_pb
 

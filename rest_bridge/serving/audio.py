@@ -8,15 +8,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from multai.audio.v1 import audio_pb2, audio_pb2_grpc
 from multai.common.v1 import common_pb2
-from multai.openai_objects import verbose_transcript_fields
-from rest_bridge.errors import OpenAIError, invalid_request
-from rest_bridge.protocol.audio import (
+from multai.openai.audio import (
     MAX_UPLOAD_BYTES,
     SpeechRequest,
     TimestampGranularity,
     TranscriptionFormat,
     TranscriptionVerbose,
 )
+from multai.openai_objects import verbose_transcript_fields
+from rest_bridge.errors import OpenAIError, invalid_request
 from rest_bridge.serving.rpc import call_unary, open_stream
 
 

@@ -4,32 +4,21 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.common.v1 import common_pb2
-from multai.openai_params import RESPONSE_FORMAT_TYPES, TOOL_CHOICE_MODES
-from rest_bridge.errors import invalid_request
-from rest_bridge.protocol.chat import (
+from multai.openai.chat import (
     ChatCompletion,
-    ChatCompletionChoice,
-    ChatCompletionChunk,
-    ChatCompletionChunkChoice,
-    ChatCompletionMessage,
-    ChatCompletionMessageToolCall,
     ChatCompletionRequest,
-    ChatCompletionTokenLogprob,
     ChatCompletionTool,
     ChatMessageParam,
-    ChoiceDelta,
-    ChoiceDeltaToolCall,
-    ChoiceLogprobs,
-    FunctionCall,
     ResponseFormatParam,
     ToolChoiceParam,
 )
-from rest_bridge.protocol.common import Usage
-from rest_bridge.serving.generation import GenerationStream, Piece, engine_to_pb, sampling_to_pb, sse_event
+from multai.openai.generation import ChatChunker, ChatReplies, IncompleteStreamError
+from multai.openai_params import RESPONSE_FORMAT_TYPES, TOOL_CHOICE_MODES
+from rest_bridge.errors import OpenAIError, invalid_request
+from rest_bridge.serving.generation import GenerationStream, engine_to_pb, sampling_to_pb, sse_event
 from rest_bridge.serving.models import ModelsServing
 from rest_bridge.serving.vision import VisionServing
 
@@ -139,123 +128,22 @@ class ChatServing:
 
     async def complete(self, stream: GenerationStream, completion_id: str) -> ChatCompletion:
         """The whole response, one choice per choice index."""
-        replies: dict[int, _ChoiceReply] = {}
-        usage: Usage | None = None
+        replies = ChatReplies()
         async for piece in stream.pieces():
-            replies.setdefault(piece.choice_index, _ChoiceReply()).add(piece)
-            usage = piece.usage or usage
-        assert usage is not None, "the final message of a generation carries usage"
-        return ChatCompletion(
-            id=completion_id,
-            created=int(time.time()),
-            model=stream.first.model,
-            choices=[replies[index].choice(index) for index in sorted(replies)],
-            usage=usage,
-            system_fingerprint=stream.first.system_fingerprint,
-        )
+            replies.add(piece)
+        try:
+            return replies.completion(completion_id, int(time.time()))
+        except IncompleteStreamError as exc:
+            raise OpenAIError(502, str(exc), type="server_error") from exc
 
     async def events(
         self, stream: GenerationStream, completion_id: str, include_usage: bool
     ) -> AsyncIterator[str]:
-        """The SSE events; per choice a role chunk, content and tool-call chunks and a finish chunk, each
-        with its choice index; then the usage chunk if asked."""
-        created = int(time.time())
-        model, fingerprint = stream.first.model, stream.first.system_fingerprint
-
-        def chunk(
-            index: int,
-            delta: ChoiceDelta,
-            finish_reason: str | None = None,
-            logprobs: ChoiceLogprobs | None = None,
-        ) -> str:
-            choice = ChatCompletionChunkChoice(
-                index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason
-            )
-            return sse_event(
-                ChatCompletionChunk(
-                    id=completion_id,
-                    created=created,
-                    model=model,
-                    choices=[choice],
-                    system_fingerprint=fingerprint,
-                )
-            )
-
-        started: set[int] = set()
+        """The SSE events (see ChatChunker)."""
+        chunker = ChatChunker(completion_id, int(time.time()), stream.first, include_usage)
         async for piece in stream.pieces():
-            index = piece.choice_index
-            if index not in started:
-                started.add(index)
-                yield chunk(index, ChoiceDelta(role="assistant", content=""))
-            if piece.delta or piece.tool_calls or piece.logprobs:
-                delta = ChoiceDelta(content=piece.delta or None, tool_calls=list(piece.tool_calls) or None)
-                logprobs = ChoiceLogprobs(content=list(piece.logprobs)) if piece.logprobs else None
-                yield chunk(index, delta, logprobs=logprobs)
-            if piece.finish_reason is not None:
-                yield chunk(index, ChoiceDelta(), piece.finish_reason)
-            if piece.usage is not None and include_usage:
-                yield sse_event(
-                    ChatCompletionChunk(
-                        id=completion_id,
-                        created=created,
-                        model=model,
-                        choices=[],
-                        usage=piece.usage,
-                        system_fingerprint=fingerprint,
-                    )
-                )
-
-
-@dataclass
-class _CallParts:
-    """One tool call, gathered from its streamed pieces."""
-
-    call_id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-    def add(self, delta: ChoiceDeltaToolCall) -> None:
-        self.call_id = delta.id or self.call_id
-        if delta.function is not None:
-            self.name = delta.function.name or self.name
-            self.arguments.append(delta.function.arguments or "")
-
-    def tool_call(self) -> ChatCompletionMessageToolCall:
-        return ChatCompletionMessageToolCall(
-            id=self.call_id, function=FunctionCall(name=self.name, arguments="".join(self.arguments))
-        )
-
-
-@dataclass
-class _ChoiceReply:
-    """One choice of a whole response, gathered from its pieces; tool-call pieces merge by index."""
-
-    content: list[str] = field(default_factory=list)
-    calls: dict[int, _CallParts] = field(default_factory=dict)
-    logprobs: list[ChatCompletionTokenLogprob] = field(default_factory=list)
-    finish_reason: str = "stop"
-
-    def add(self, piece: Piece) -> None:
-        """Takes in one piece of this choice."""
-        self.content.append(piece.delta)
-        for delta in piece.tool_calls:
-            self.calls.setdefault(delta.index, _CallParts()).add(delta)
-        self.logprobs.extend(piece.logprobs)
-        if piece.finish_reason is not None:
-            self.finish_reason = piece.finish_reason
-
-    def choice(self, index: int) -> ChatCompletionChoice:
-        """The choice as the whole response shows it; content is null when the reply is only calls."""
-        text = "".join(self.content)
-        tool_calls = [self.calls[i].tool_call() for i in sorted(self.calls)]
-        return ChatCompletionChoice(
-            index=index,
-            message=ChatCompletionMessage(
-                content=None if tool_calls and not text else text, tool_calls=tool_calls or None
-            ),
-            logprobs=ChoiceLogprobs(content=self.logprobs) if self.logprobs else None,
-            finish_reason=self.finish_reason,
-        )
+            for chunk in chunker.chunks(piece):
+                yield sse_event(chunk)
 
 
 def new_chat_completion_id() -> str:

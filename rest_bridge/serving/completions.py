@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.common.v1 import common_pb2
-from rest_bridge.errors import invalid_request
-from rest_bridge.protocol.completions import Completion, CompletionChoice, CompletionRequest
+from multai.openai.completions import Completion, CompletionRequest
+from multai.openai.generation import CompletionChunker, IncompleteStreamError, whole_completion
+from rest_bridge.errors import OpenAIError, invalid_request
 from rest_bridge.serving.generation import GenerationStream, engine_to_pb, sampling_to_pb, sse_event
 
 
@@ -57,53 +58,22 @@ class CompletionServing:
         text, last = await stream.collect()
         if request.echo:
             text = single_prompt(request) + text
-        return Completion(
-            id=completion_id,
-            created=int(time.time()),
-            model=last.model,
-            choices=[CompletionChoice(text=text, finish_reason=last.finish_reason or "stop")],
-            usage=last.usage,
-            system_fingerprint=stream.first.system_fingerprint,
-        )
+        try:
+            return whole_completion(completion_id, int(time.time()), stream.first, text, last)
+        except IncompleteStreamError as exc:
+            raise OpenAIError(502, str(exc), type="server_error") from exc
 
     async def events(
         self, request: CompletionRequest, stream: GenerationStream, completion_id: str
     ) -> AsyncIterator[str]:
-        """The SSE events: text chunks, a finish chunk, and the usage chunk if asked."""
-        created = int(time.time())
-        model, fingerprint = stream.first.model, stream.first.system_fingerprint
+        """The SSE events (see CompletionChunker), after the echoed prompt if asked."""
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-
-        def chunk(text: str, finish_reason: str | None = None) -> str:
-            choice = CompletionChoice(text=text, finish_reason=finish_reason)
-            return sse_event(
-                Completion(
-                    id=completion_id,
-                    created=created,
-                    model=model,
-                    choices=[choice],
-                    system_fingerprint=fingerprint,
-                )
-            )
-
+        chunker = CompletionChunker(completion_id, int(time.time()), stream.first, include_usage)
         if request.echo:
-            yield chunk(single_prompt(request))
+            yield sse_event(chunker.text(single_prompt(request)))
         async for piece in stream.pieces():
-            if piece.delta:
-                yield chunk(piece.delta)
-            if piece.finish_reason is not None:
-                yield chunk("", piece.finish_reason)
-                if include_usage:
-                    yield sse_event(
-                        Completion(
-                            id=completion_id,
-                            created=created,
-                            model=model,
-                            choices=[],
-                            usage=piece.usage,
-                            system_fingerprint=fingerprint,
-                        )
-                    )
+            for chunk in chunker.chunks(piece):
+                yield sse_event(chunk)
 
 
 def new_completion_id() -> str:

@@ -2,10 +2,10 @@
 
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.common.v1 import common_pb2
+from multai.openai.embeddings import EmbeddingData, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from multai.openai_objects import embedding_vector
 from multai.openai_params import embedding_inputs
 from rest_bridge.errors import invalid_request
-from rest_bridge.protocol.embeddings import EmbeddingData, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from rest_bridge.serving.rpc import call_unary
 
 

@@ -2,7 +2,6 @@
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -10,15 +9,10 @@ from pydantic import BaseModel
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
-from multai.openai_params import finish_reason_name, priority_of_level
+from multai.openai.common import SamplingFields
+from multai.openai.generation import Piece, piece_from_pb
+from multai.openai_params import priority_of_level
 from rest_bridge.errors import OpenAIError, from_rpc_error, invalid_request
-from rest_bridge.protocol.chat import (
-    ChatCompletionTokenLogprob,
-    ChoiceDeltaToolCall,
-    ChoiceDeltaToolCallFunction,
-    TopLogprob,
-)
-from rest_bridge.protocol.common import SamplingFields, Usage
 from rest_bridge.serving.rpc import open_stream
 
 DEFAULT_PRIORITY_LEVEL = 1
@@ -58,67 +52,6 @@ def engine_to_pb(request: SamplingFields) -> chat_pb2.EngineOptions:
     return chat_pb2.EngineOptions(n_threads=request.n_threads, n_gpu_layers=request.n_gpu_layers)
 
 
-@dataclass(frozen=True)
-class Piece:
-    """One message of a generation stream, in plain Python."""
-
-    model: str
-    delta: str
-    finish_reason: str | None
-    usage: Usage | None
-    # Set in a stream's first piece only.
-    system_fingerprint: str = ""
-    # Only chat completion messages carry these; other generations have one choice and plain text.
-    choice_index: int = 0
-    tool_calls: tuple[ChoiceDeltaToolCall, ...] = ()
-    logprobs: tuple[ChatCompletionTokenLogprob, ...] = ()
-
-
-def _piece(message: Any) -> Piece:
-    usage = None
-    if message.HasField("usage"):
-        u = message.usage
-        usage = Usage(
-            prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens
-        )
-    piece = Piece(
-        message.model,
-        message.delta,
-        finish_reason_name(message.finish_reason),
-        usage,
-        message.system_fingerprint,
-    )
-    if not isinstance(message, chat_pb2.CreateChatCompletionResponse):
-        return piece
-    return replace(
-        piece,
-        choice_index=message.choice_index,
-        tool_calls=tuple(_tool_call_delta(c) for c in message.tool_calls),
-        logprobs=tuple(_token_logprob(t) for t in message.logprobs),
-    )
-
-
-def _tool_call_delta(delta: chat_pb2.ToolCallDelta) -> ChoiceDeltaToolCall:
-    """A piece of a call as OpenAI streams it: id, type and name only in the first piece of each call."""
-    return ChoiceDeltaToolCall(
-        index=delta.index,
-        id=delta.id or None,
-        type="function" if delta.id else None,
-        function=ChoiceDeltaToolCallFunction(name=delta.name or None, arguments=delta.arguments),
-    )
-
-
-def _token_logprob(logprob: chat_pb2.TokenLogprob) -> ChatCompletionTokenLogprob:
-    return ChatCompletionTokenLogprob(
-        token=logprob.token,
-        logprob=logprob.logprob,
-        bytes=list(logprob.bytes),
-        top_logprobs=[
-            TopLogprob(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in logprob.top_logprobs
-        ],
-    )
-
-
 class GenerationStream:
     """A server-streaming generation whose first message has arrived."""
 
@@ -132,7 +65,7 @@ class GenerationStream:
     ) -> "GenerationStream":
         """Starts the generation; raises OpenAIError if it fails before any output."""
         call, first = await open_stream(rpc, message, timeout, request_id)
-        return cls(call, _piece(first))
+        return cls(call, piece_from_pb(first))
 
     async def pieces(self) -> AsyncIterator[Piece]:
         """All pieces, the first included; cancels the RPC if the consumer stops early."""
@@ -145,7 +78,7 @@ class GenerationStream:
                     raise from_rpc_error(exc) from exc
                 if message is grpc.aio.EOF:
                     return
-                yield _piece(message)
+                yield piece_from_pb(message)
         finally:
             self._call.cancel()
 

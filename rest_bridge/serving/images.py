@@ -15,8 +15,8 @@ import grpc
 
 from multai.common.v1 import common_pb2
 from multai.image.v1 import image_pb2, image_pb2_grpc
+from multai.openai.images import RESPONSE_SIZES, ImageData, ImageGenerationRequest, ImagesResponse
 from rest_bridge.errors import OpenAIError, from_rpc_error
-from rest_bridge.protocol.images import RESPONSE_SIZES, ImageData, ImageGenerationRequest, ImagesResponse
 from rest_bridge.serving.rpc import open_stream
 
 log = logging.getLogger(__name__)

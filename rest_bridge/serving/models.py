@@ -5,9 +5,9 @@ import logging
 import time
 
 from multai.common.v1 import common_pb2, model_control_pb2, model_control_pb2_grpc
+from multai.openai.models import ModelCard, ModelList
 from multai.openai_objects import model_fields
 from rest_bridge.errors import OpenAIError
-from rest_bridge.protocol.models import ModelCard, ModelList
 from rest_bridge.serving.rpc import call_unary
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from multai.common.v1 import common_pb2
-from rest_bridge.errors import OpenAIError, invalid_request
-from rest_bridge.protocol.chat import (
+from multai.openai.chat import (
     ChatCompletion,
     ChatCompletionMessageToolCall,
     ChatCompletionRequest,
@@ -28,8 +27,8 @@ from rest_bridge.protocol.chat import (
     ResponseFormatParam,
     TextContentPart,
 )
-from rest_bridge.protocol.common import Usage
-from rest_bridge.protocol.responses import (
+from multai.openai.common import Usage
+from multai.openai.responses import (
     ContentPartEvent,
     ContentPartEventType,
     ErrorEvent,
@@ -66,6 +65,7 @@ from rest_bridge.protocol.responses import (
     UnsupportedToolChoice,
     UnsupportedToolParam,
 )
+from rest_bridge.errors import OpenAIError, invalid_request
 from rest_bridge.serving.chat import ChatServing
 from rest_bridge.serving.generation import GenerationStream
 

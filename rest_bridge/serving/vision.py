@@ -1,9 +1,9 @@
 """Conversations with images: chat messages (and /v1/vision's prompt+image) to the VisionService."""
 
 from multai.common.v1 import common_pb2
+from multai.openai.chat import ChatCompletionRequest, ChatMessageParam, TextContentPart
 from multai.vision.v1 import vision_pb2, vision_pb2_grpc
 from rest_bridge.errors import invalid_request
-from rest_bridge.protocol.chat import ChatCompletionRequest, ChatMessageParam, TextContentPart
 from rest_bridge.serving.generation import GenerationStream, sampling_to_pb
 from rest_bridge.serving.image_input import ImageInputs
 

@@ -202,9 +202,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             raise InvalidRequestError("input must not be empty", param="input")
         if any(i.WhichOneof("input") == "text" and not i.text for i in request.inputs):
             raise InvalidRequestError("input must not contain empty strings", param="input")
-        async with self._host.leased(
-            manifest, request.priority, request.request_id
-        ) as leased:
+        async with self._host.leased(manifest, request.priority, request.request_id) as leased:
             backend = _embedder(leased)
             # Checked once the model is loaded (it knows its size) and before any input is embedded.
             native = backend.dimensions()

@@ -86,9 +86,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         manifest = self._host.registry.resolve_for(request.model, TEXT_TO_IMAGE_BACKENDS, "image generation")
         image_request = self._image_request(request, manifest)
 
-        async with self._host.leased(
-            manifest, request.priority, request.request_id
-        ) as backend:
+        async with self._host.leased(manifest, request.priority, request.request_id) as backend:
 
             def generate(cancel: threading.Event) -> Iterator[StepDone | FinishedImage]:
                 return backend.generate(image_request, cancel)

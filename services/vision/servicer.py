@@ -72,9 +72,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         turns = turns_from_pb(list(request.messages), self._max_images)
         sampling = sampling_from_pb(request.sampling)
 
-        async with self._host.leased(
-            manifest, request.priority, request.request_id
-        ) as backend:
+        async with self._host.leased(manifest, request.priority, request.request_id) as backend:
 
             def generate(cancel: threading.Event) -> Iterator[str | VisionDone]:
                 return backend.generate(turns, sampling, cancel)

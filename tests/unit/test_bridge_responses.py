@@ -17,10 +17,10 @@ from pydantic import TypeAdapter
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
+from multai.openai.responses import ResponsesRequest
 from rest_bridge.app import create_app
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
-from rest_bridge.protocol.responses import ResponsesRequest
 from rest_bridge.serving.chat import ChatServing
 from rest_bridge.serving.responses import ResponsesServing, to_chat_request
 

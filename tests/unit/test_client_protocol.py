@@ -30,11 +30,11 @@ from multai.client import (
     protocol,
 )
 from multai.client.errors import from_rpc_error
-from multai.client.types import ChatCompletionMessage, ChatCompletionMessageToolCall, Function
 from multai.common.v1 import common_pb2, model_control_pb2, model_control_pb2_grpc
 from multai.errors import ModelNotFoundError, ResourceExhaustedError
 from multai.grpc_server import DomainErrorInterceptor
 from multai.image.v1 import image_pb2
+from multai.openai.chat import ChatCompletionMessage, ChatCompletionMessageToolCall, FunctionCall
 from rest_bridge.errors import from_rpc_error as bridge_error
 from rest_bridge.serving.audio import to_verbose
 from rest_bridge.serving.models import model_card
@@ -114,11 +114,12 @@ def test_chat_request_carries_every_argument() -> None:
                     "content": [{"type": "text", "text": "Be "}, {"type": "text", "text": "brief."}],
                 },
                 ChatCompletionMessage(
+                    content=None,
                     tool_calls=[
                         ChatCompletionMessageToolCall(
-                            id="call_1", function=Function(name="weather", arguments='{"city": "Paris"}')
+                            id="call_1", function=FunctionCall(name="weather", arguments='{"city": "Paris"}')
                         )
-                    ]
+                    ],
                 ),
                 {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
             ],
@@ -231,14 +232,21 @@ def test_chat_stream_becomes_openai_chunks_and_one_completion() -> None:
     ]
     reader = protocol.ChatStreamReader(include_usage=True)
     chunks = [chunk for message in stream for chunk in reader.chunks(message)]
-    assert len(chunks) == len(stream) + 1
+    # As the REST bridge streams: each choice opens with a role chunk and ends with an empty delta.
+    assert len(chunks) == len(stream) + 3
     assert len({chunk.id for chunk in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
-    first, tool_start = chunks[0].choices[0], chunks[1].choices[0]
-    assert (first.delta.role, first.delta.content) == ("assistant", "Hel")
-    assert tool_start.delta.tool_calls[0].type == "function" and tool_start.delta.tool_calls[0].id == "call_1"
-    assert chunks[2].choices[0].delta.role is None
-    assert chunks[2].choices[0].logprobs.content[0].logprob == -0.5
-    assert [c.choices[0].finish_reason for c in chunks[4:6]] == ["stop", "tool_calls"]
+    opening, text = chunks[0].choices[0], chunks[1].choices[0]
+    assert (opening.delta.role, opening.delta.content, text.delta.role, text.delta.content) == (
+        "assistant",
+        "",
+        None,
+        "Hel",
+    )
+    tool_start = chunks[3].choices[0]
+    assert tool_start.index == 1 and tool_start.delta.tool_calls[0].type == "function"
+    assert tool_start.delta.tool_calls[0].id == "call_1"
+    assert chunks[4].choices[0].logprobs.content[0].logprob == -0.5
+    assert [c.choices[0].finish_reason for c in chunks[6:8]] == ["stop", "tool_calls"]
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 12
 
     whole = reader.result()
@@ -246,7 +254,7 @@ def test_chat_stream_becomes_openai_chunks_and_one_completion() -> None:
     assert whole.choices[0].logprobs.content[0].token == "lo"
     called = whole.choices[1].message
     assert called.content is None
-    assert called.tool_calls[0].function == Function(name="weather", arguments='{"city": "Paris"}')
+    assert called.tool_calls[0].function == FunctionCall(name="weather", arguments='{"city": "Paris"}')
     assert whole.usage.prompt_tokens == 5 and whole.model == "smollm"
 
 
@@ -607,7 +615,8 @@ async def test_async_client_same_calls(service: tuple[FakeChatService, str]) -> 
                 received.append(chunk)
                 if len(received) == 3:
                     break
-        assert received[0].choices[0].delta.content == "hello"
+        # The role chunk opens the choice, as through the REST bridge.
+        assert [c.choices[0].delta.content for c in received[:2]] == ["", "hello"]
         assert await asyncio.to_thread(fake.cancelled.wait, 5)
 
         with pytest.raises(NotFoundError):

@@ -4,8 +4,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from multai.openai.common import Prioritized, omitted_if_none
 from multai.openai_params import DEFAULT_IMAGE_MODEL, image_dimensions
-from rest_bridge.protocol.common import Prioritized, omitted_if_none
 
 # OpenAI returns base64 only for this model, and code written for it reads data[0].b64_json.
 BASE64_IMAGE_MODEL = "gpt-image-1"

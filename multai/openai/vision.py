@@ -2,8 +2,8 @@
 
 from pydantic import Field
 
-from rest_bridge.protocol.chat import ChatCompletionRequest
-from rest_bridge.protocol.common import SamplingFields
+from multai.openai.chat import ChatCompletionRequest
+from multai.openai.common import SamplingFields
 
 
 class VisionRequest(SamplingFields):

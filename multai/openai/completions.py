@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rest_bridge.protocol.common import SamplingFields, Usage, omitted_if_none
+from multai.openai.common import SamplingFields, Usage, omitted_if_none
 
 
 class CompletionRequest(SamplingFields):

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rest_bridge.protocol.common import Prioritized
+from multai.openai.common import Prioritized
 
 
 class EmbeddingRequest(Prioritized):

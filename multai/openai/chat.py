@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rest_bridge.protocol.common import OpenAIModel, SamplingFields, Usage, omitted_if_none
+from multai.openai.common import OpenAIModel, SamplingFields, Usage, omitted_if_none
 
 
 class TextContentPart(OpenAIModel):

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from rest_bridge.protocol.common import Prioritized
+from multai.openai.common import Prioritized
 
 TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 TimestampGranularity = Literal["word", "segment"]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from rest_bridge.protocol.common import OpenAIModel, Prioritized
+from multai.openai.common import OpenAIModel, Prioritized
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
