@@ -19,6 +19,7 @@ from multai.audio.v1 import audio_pb2_grpc
 from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import model_control_pb2_grpc
 from multai.image.v1 import image_pb2_grpc
+from multai.openai.common import validation_failure
 from multai.vision.v1 import vision_pb2_grpc
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
@@ -39,14 +40,10 @@ CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 def validation_error(exc: RequestValidationError) -> OpenAIError:
     """A pydantic validation failure as OpenAI's 400, naming the first offending parameter."""
-    first = exc.errors()[0] if exc.errors() else {}
-    if first.get("type") == "json_invalid":
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
         return OpenAIError(400, "We could not parse the JSON body of your request.", code="invalid_json")
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    message = first.get("msg", "invalid request")
-    if param:
-        message = f"Invalid value for '{param}': {message}"
+    message, param = validation_failure(errors)
     return OpenAIError(400, message, param=param, code="invalid_value")
 
 

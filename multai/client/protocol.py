@@ -5,7 +5,6 @@ how they read the answer. Obvious mistakes raise BadRequestError here, before an
 """
 
 import base64
-import json
 import os
 import time
 import uuid
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from multai.audio.v1 import audio_pb2
 from multai.chat.v1 import chat_pb2
@@ -48,8 +47,9 @@ from multai.client.types import (
 )
 from multai.common.v1 import common_pb2, model_control_pb2
 from multai.image.v1 import image_pb2
-from multai.openai.chat import ChatCompletion, ChatCompletionChunk
-from multai.openai.completions import Completion
+from multai.openai.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from multai.openai.common import OpenAIModel, validation_failure
+from multai.openai.completions import Completion, CompletionRequest
 from multai.openai.generation import (
     ChatChunker,
     ChatReplies,
@@ -63,8 +63,6 @@ from multai.openai_objects import embedding_vector, model_fields, verbose_transc
 from multai.openai_params import (
     DEFAULT_IMAGE_MODEL,
     PRIORITY_NAMES,
-    RESPONSE_FORMAT_TYPES,
-    TOOL_CHOICE_MODES,
     embedding_inputs,
     image_dimensions,
     priority_of_level,
@@ -74,6 +72,7 @@ Service = Literal["chat", "audio", "image"]
 ParamsT = TypeVar("ParamsT", bound=Mapping[str, Any])
 ResultT = TypeVar("ResultT")
 ResultT_co = TypeVar("ResultT_co", covariant=True)
+RequestT = TypeVar("RequestT", bound=OpenAIModel)
 
 # Room for a request's other fields next to an uploaded file inside one gRPC message.
 REQUEST_OVERHEAD_BYTES = 64 * 1024
@@ -135,184 +134,43 @@ def call_settings(
 # --- chat and completions -------------------------------------------------------------------------
 
 
-def sampling_to_pb(params: SamplingOptions, max_tokens: int | None) -> chat_pb2.SamplingParams:
-    """The sampling arguments; unset stays unset so that the engine applies the model's defaults."""
-    stop = params.get("stop")
-    stops = [stop] if isinstance(stop, str) else list(stop or ())
+# Keyword arguments of every call that are the client's, not the request's.
+CALL_OPTIONS = RequestOptions.__optional_keys__ | RequestOptions.__required_keys__
+
+
+def openai_request(model: type[RequestT], params: Mapping[str, Any]) -> RequestT:
+    """A call's arguments as the REST bridge's request model: the same checks, then the same protobuf.
+
+    A message may be a response's message object (pydantic, this library's or the openai SDK's) passed
+    back as it is.
+    """
+    body = {key: value for key, value in params.items() if key not in CALL_OPTIONS}
+    if "messages" in body:
+        body["messages"] = [
+            m.model_dump(exclude_none=True) if isinstance(m, BaseModel) else m for m in body["messages"]
+        ]
     try:
-        logit_bias = {int(token): bias for token, bias in (params.get("logit_bias") or {}).items()}
-    except ValueError as exc:
-        raise BadRequestError("logit_bias keys must be token ids", param="logit_bias") from exc
-    return chat_pb2.SamplingParams(
-        temperature=params.get("temperature"),
-        top_p=params.get("top_p"),
-        max_tokens=max_tokens,
-        stop=stops,
-        seed=params.get("seed"),
-        presence_penalty=params.get("presence_penalty"),
-        frequency_penalty=params.get("frequency_penalty"),
-        top_k=params.get("top_k"),
-        repeat_penalty=params.get("repeat_penalty"),
-        logit_bias=logit_bias,
-    )
-
-
-def engine_to_pb(params: SamplingOptions) -> chat_pb2.EngineOptions:
-    """The llama.cpp extras."""
-    return chat_pb2.EngineOptions(n_threads=params.get("n_threads"), n_gpu_layers=params.get("n_gpu_layers"))
-
-
-def _content_text(content: Any, param: str) -> str:
-    """A message's content as text; text parts are joined, as the REST bridge joins them."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind == "text":
-            texts.append(part["text"])
-        elif kind == "image_url":
-            raise BadRequestError(
-                "image parts need the vision service, which this client does not call; use the REST API",
-                param=param,
-            )
-        else:
-            raise BadRequestError("content parts must be {'type': 'text', 'text': ...}", param=param)
-    return "".join(texts)
-
-
-def _tool_call_to_pb(call: Mapping[str, Any], param: str) -> chat_pb2.ToolCall:
-    function = call.get("function")
-    if call.get("type", "function") != "function" or not isinstance(function, Mapping):
-        raise BadRequestError("tool calls must be {'type': 'function', 'function': {...}}", param=param)
-    arguments = function.get("arguments", "")
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments)
-    return chat_pb2.ToolCall(id=call.get("id", ""), name=function.get("name", ""), arguments=arguments)
-
-
-def message_to_pb(message: Mapping[str, Any] | BaseModel, index: int) -> chat_pb2.ChatMessage:
-    """One message; a response's message object (pydantic) may be passed back as it is."""
-    if isinstance(message, BaseModel):
-        message = message.model_dump(exclude_none=True)
-    param = f"messages[{index}]"
-    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-        raise BadRequestError(f"{param} must be a mapping with a 'role'", param=param)
-    return chat_pb2.ChatMessage(
-        role=message["role"],
-        content=_content_text(message.get("content"), f"{param}.content"),
-        name=message.get("name") or "",
-        tool_calls=[
-            _tool_call_to_pb(call, f"{param}.tool_calls[{i}]")
-            for i, call in enumerate(message.get("tool_calls") or ())
-        ],
-        tool_call_id=message.get("tool_call_id") or "",
-    )
-
-
-def tools_to_pb(tools: Iterable[Mapping[str, Any]]) -> list[chat_pb2.FunctionTool]:
-    """Function tools; parameters travel as JSON Schema text."""
-    converted = []
-    for index, tool in enumerate(tools):
-        function = tool.get("function")
-        if tool.get("type") != "function" or not isinstance(function, Mapping) or not function.get("name"):
-            raise BadRequestError(
-                "tools must be {'type': 'function', 'function': {'name': ...}}", param=f"tools[{index}]"
-            )
-        parameters = function.get("parameters")
-        converted.append(
-            chat_pb2.FunctionTool(
-                name=function["name"],
-                description=function.get("description") or "",
-                parameters_json=json.dumps(parameters) if parameters is not None else "",
-            )
-        )
-    return converted
-
-
-def tool_choice_to_pb(choice: str | Mapping[str, Any] | None) -> chat_pb2.ToolChoice | None:
-    """'auto', 'none', 'required' or {"type": "function", "function": {"name": ...}}; None stays unset."""
-    if choice is None:
-        return None
-    if isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
-        return chat_pb2.ToolChoice(mode=TOOL_CHOICE_MODES[choice])
-    function = choice.get("function") if isinstance(choice, Mapping) else None
-    if not isinstance(function, Mapping) or not function.get("name"):
-        raise BadRequestError(
-            "tool_choice must be 'auto', 'none', 'required' or a named function", param="tool_choice"
-        )
-    return chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_FUNCTION, function_name=function["name"])
-
-
-def response_format_to_pb(response_format: Mapping[str, Any] | None) -> chat_pb2.ResponseFormat | None:
-    """OpenAI's response_format; a json_schema's schema travels as JSON text. None stays unset."""
-    if response_format is None:
-        return None
-    kind = response_format.get("type")
-    if kind not in RESPONSE_FORMAT_TYPES:
-        raise BadRequestError(
-            "response_format type must be 'text', 'json_object' or 'json_schema'", param="response_format"
-        )
-    schema = ""
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        if not isinstance(spec, Mapping) or not isinstance(spec.get("schema"), Mapping):
-            raise BadRequestError("json_schema.schema must be a JSON Schema object", param="response_format")
-        schema = json.dumps(spec["schema"])
-    return chat_pb2.ResponseFormat(type=RESPONSE_FORMAT_TYPES[kind], json_schema=schema)
-
-
-def _choice_count(n: int | None) -> int:
-    if n is not None and n < 1:
-        raise BadRequestError("n must be at least 1", param="n")
-    return n or 1
+        return model.model_validate(body)
+    except ValidationError as exc:
+        message, param = validation_failure(exc.errors())
+        raise BadRequestError(message, param=param) from exc
 
 
 def chat_request(params: ChatCompletionParams, call: CallSettings) -> chat_pb2.CreateChatCompletionRequest:
     """The chat.completions.create arguments as the ChatService request."""
-    messages = [message_to_pb(message, i) for i, message in enumerate(params["messages"])]
-    if not messages:
-        raise BadRequestError("messages must not be empty", param="messages")
-    logprobs, top_logprobs = params.get("logprobs"), params.get("top_logprobs")
-    if top_logprobs and not logprobs:
-        raise BadRequestError("top_logprobs requires logprobs=True", param="top_logprobs")
-    max_completion_tokens = params.get("max_completion_tokens")
-    return chat_pb2.CreateChatCompletionRequest(
-        model=params["model"],
-        messages=messages,
-        sampling=sampling_to_pb(
-            params, max_completion_tokens if max_completion_tokens is not None else params.get("max_tokens")
-        ),
-        engine=engine_to_pb(params),
-        priority=call.priority,
-        request_id=call.request_id,
-        response_format=response_format_to_pb(params.get("response_format")),
-        tools=tools_to_pb(params.get("tools") or ()),
-        tool_choice=tool_choice_to_pb(params.get("tool_choice")),
-        parallel_tool_calls=params.get("parallel_tool_calls"),
-        n=_choice_count(params.get("n")),
-        logprobs=chat_pb2.LogprobsOptions(enabled=True, top_logprobs=top_logprobs or 0) if logprobs else None,
-        user=params.get("user") or "",
-    )
+    request = openai_request(ChatCompletionRequest, params)
+    for index, message in enumerate(request.messages):
+        if message.image_parts():
+            raise BadRequestError(
+                "image parts need the vision service, which this client does not call; use the REST API",
+                param=f"messages.{index}.content",
+            )
+    return request.to_pb(call.priority, call.request_id)
 
 
 def completion_request(params: CompletionParams, call: CallSettings) -> chat_pb2.CreateCompletionRequest:
     """The completions.create arguments as the ChatService request; one prompt, one choice."""
-    prompt = params["prompt"]
-    if not isinstance(prompt, str):
-        if len(prompt) != 1:
-            raise BadRequestError("only one prompt per request is supported", param="prompt")
-        prompt = prompt[0]
-    if _choice_count(params.get("n")) != 1:
-        raise BadRequestError("only n=1 is supported for completions", param="n")
-    return chat_pb2.CreateCompletionRequest(
-        model=params["model"],
-        prompt=prompt,
-        sampling=sampling_to_pb(params, params.get("max_tokens")),
-        engine=engine_to_pb(params),
-        priority=call.priority,
-        request_id=call.request_id,
-    )
+    return openai_request(CompletionRequest, params).to_pb(call.priority, call.request_id)
 
 
 class _GenerationReader:
@@ -564,6 +422,13 @@ def image_size(size: str | None) -> tuple[int, int]:
     return dimensions
 
 
+def _image_count(n: int | None) -> int:
+    # 0 would read as unset (one image) in protobuf, so it is refused here as the REST bridge refuses it.
+    if n is not None and n < 1:
+        raise BadRequestError("n must be at least 1", param="n")
+    return n or 1
+
+
 def image_request(params: ImageGenerateParams, call: CallSettings) -> image_pb2.GenerateImagesRequest:
     """images.generate's arguments as the ImageService request."""
     if not params["prompt"].strip():
@@ -575,7 +440,7 @@ def image_request(params: ImageGenerateParams, call: CallSettings) -> image_pb2.
         model=params.get("model") or DEFAULT_IMAGE_MODEL,
         prompt=params["prompt"],
         negative_prompt=params.get("negative_prompt") or "",
-        n=_choice_count(params.get("n")),
+        n=_image_count(params.get("n")),
         width=width,
         height=height,
         num_inference_steps=params.get("num_inference_steps"),

@@ -1,10 +1,14 @@
 """Pydantic models of /v1/chat/completions, fields in the order of OpenAI's reference."""
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from multai.chat.v1 import chat_pb2
+from multai.common.v1 import common_pb2
 from multai.openai.common import OpenAIModel, SamplingFields, Usage, omitted_if_none
+from multai.openai_params import RESPONSE_FORMAT_TYPES, TOOL_CHOICE_MODES
 
 
 class TextContentPart(OpenAIModel):
@@ -168,6 +172,12 @@ class ChatCompletionRequest(SamplingFields):
         """max_completion_tokens, else max_tokens."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def to_pb(
+        self, priority: common_pb2.Priority.ValueType, request_id: str
+    ) -> chat_pb2.CreateChatCompletionRequest:
+        """The ChatService request."""
+        return chat_request_to_pb(self, priority, request_id)
+
 
 class ChatCompletionMessage(BaseModel):
     """The assistant's reply; `refusal` is always null (no model refuses through it here)."""
@@ -268,3 +278,75 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatCompletionChunkChoice]
     usage: Usage | None = omitted_if_none("Only in the last chunk, when stream_options.include_usage is set.")
     system_fingerprint: str
+
+
+# --- to protobuf: the REST bridge and the client library send the same requests ----------------
+
+
+def chat_request_to_pb(
+    request: "ChatCompletionRequest", priority: common_pb2.Priority.ValueType, request_id: str
+) -> chat_pb2.CreateChatCompletionRequest:
+    """The request as the ChatService request."""
+    sampling = request.sampling_to_pb(request.token_limit())
+    sampling.logit_bias.update(request.logit_bias or {})
+    return chat_pb2.CreateChatCompletionRequest(
+        model=request.model,
+        messages=[message_to_pb(m) for m in request.messages],
+        sampling=sampling,
+        engine=request.engine_to_pb(),
+        priority=priority,
+        request_id=request_id,
+        response_format=response_format_to_pb(request.response_format),
+        tools=[tool_to_pb(t) for t in request.tools or []],
+        tool_choice=tool_choice_to_pb(request.tool_choice),
+        parallel_tool_calls=request.parallel_tool_calls,
+        n=request.n,
+        logprobs=chat_pb2.LogprobsOptions(
+            enabled=bool(request.logprobs), top_logprobs=request.top_logprobs or 0
+        ),
+        user=request.user or "",
+    )
+
+
+def message_to_pb(message: ChatMessageParam) -> chat_pb2.ChatMessage:
+    """A message, with an assistant's calls and a tool result's call id."""
+    return chat_pb2.ChatMessage(
+        role=message.role,
+        content=message.text(),
+        name=message.name or "",
+        tool_calls=[
+            chat_pb2.ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+            for c in message.tool_calls or []
+        ],
+        tool_call_id=message.tool_call_id or "",
+    )
+
+
+def tool_to_pb(tool: ChatCompletionTool) -> chat_pb2.FunctionTool:
+    """A function tool; its parameters schema travels as JSON text."""
+    function = tool.function
+    return chat_pb2.FunctionTool(
+        name=function.name,
+        description=function.description or "",
+        parameters_json=json.dumps(function.parameters) if function.parameters is not None else "",
+    )
+
+
+def tool_choice_to_pb(param: ToolChoiceParam | None) -> chat_pb2.ToolChoice:
+    """tool_choice as protobuf; unset stays unspecified (auto with tools, none without)."""
+    if param is None:
+        return chat_pb2.ToolChoice()
+    if isinstance(param, str):
+        return chat_pb2.ToolChoice(mode=TOOL_CHOICE_MODES[param])
+    return chat_pb2.ToolChoice(mode=chat_pb2.TOOL_CHOICE_MODE_FUNCTION, function_name=param.function.name)
+
+
+def response_format_to_pb(param: ResponseFormatParam | None) -> chat_pb2.ResponseFormat:
+    """OpenAI's response_format as protobuf; the schema travels as JSON text."""
+    if param is None:
+        return chat_pb2.ResponseFormat(type=chat_pb2.RESPONSE_FORMAT_TYPE_TEXT)
+    # ResponseFormatParam makes sure a json_schema format carries its schema.
+    schema = ""
+    if param.type == "json_schema" and param.json_schema is not None:
+        schema = json.dumps(param.json_schema.json_schema)
+    return chat_pb2.ResponseFormat(type=RESPONSE_FORMAT_TYPES[param.type], json_schema=schema)

@@ -1,8 +1,27 @@
 """Pydantic models shared by several endpoints."""
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from multai.chat.v1 import chat_pb2
+
+
+def validation_failure(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """A request model's validation errors as OpenAI's message and the first offending parameter's path
+    (e.g. messages.0.content), for the REST bridge's 400 and the client library's BadRequestError alike."""
+    first = errors[0] if errors else {}
+    # pydantic's location also names the union member it tried (literal['auto',...], NamedToolChoice) and
+    # dict keys ([key]); OpenAI's param is the field path alone.
+    location = [str(part) for part in first.get("loc", ()) if part != "body" and _is_field_name(part)]
+    param = ".".join(location) or None
+    message = str(first.get("msg", "invalid request"))
+    return (f"Invalid value for '{param}': {message}" if param else message), param
+
+
+def _is_field_name(part: object) -> bool:
+    return isinstance(part, int) or (str(part).isidentifier() and not str(part)[0].isupper())
 
 
 def _is_none(value: object) -> bool:
@@ -68,3 +87,21 @@ class SamplingFields(Prioritized):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def sampling_to_pb(self, max_tokens: int | None) -> chat_pb2.SamplingParams:
+        """The sampling fields as protobuf; unset stays unset so the engine applies its defaults."""
+        return chat_pb2.SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=max_tokens,
+            stop=self.stop_list(),
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            top_k=self.top_k,
+            repeat_penalty=self.repeat_penalty,
+        )
+
+    def engine_to_pb(self) -> chat_pb2.EngineOptions:
+        """The seed design's engine extras as protobuf."""
+        return chat_pb2.EngineOptions(n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers)

@@ -4,37 +4,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from multai.chat.v1 import chat_pb2, chat_pb2_grpc
+from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import common_pb2
 from multai.openai.completions import Completion, CompletionRequest
 from multai.openai.generation import CompletionChunker, IncompleteStreamError, whole_completion
-from rest_bridge.errors import OpenAIError, invalid_request
-from rest_bridge.serving.generation import GenerationStream, engine_to_pb, sampling_to_pb, sse_event
-
-
-def completion_request_to_pb(
-    request: CompletionRequest, priority: common_pb2.Priority.ValueType, request_id: str
-) -> chat_pb2.CreateCompletionRequest:
-    """The JSON body as the ChatService request."""
-    return chat_pb2.CreateCompletionRequest(
-        model=request.model,
-        prompt=single_prompt(request),
-        sampling=sampling_to_pb(request, request.max_tokens),
-        engine=engine_to_pb(request),
-        priority=priority,
-        request_id=request_id,
-    )
-
-
-def single_prompt(request: CompletionRequest) -> str:
-    """The prompt as one string; batches of prompts are refused for now."""
-    if request.suffix is not None:
-        raise invalid_request("suffix is not supported", "suffix")
-    if isinstance(request.prompt, str):
-        return request.prompt
-    if len(request.prompt) != 1:
-        raise invalid_request("prompt must be a string or a list of exactly one string", "prompt")
-    return request.prompt[0]
+from rest_bridge.errors import OpenAIError
+from rest_bridge.serving.generation import GenerationStream, sse_event
 
 
 class CompletionServing:
@@ -48,7 +23,7 @@ class CompletionServing:
         self, request: CompletionRequest, priority: common_pb2.Priority.ValueType, request_id: str
     ) -> GenerationStream:
         """Starts the generation; errors before the first token raise OpenAIError."""
-        message = completion_request_to_pb(request, priority, request_id)
+        message = request.to_pb(priority, request_id)
         return await GenerationStream.open(self._stub.CreateCompletion, message, self._timeout, request_id)
 
     async def complete(
@@ -57,7 +32,7 @@ class CompletionServing:
         """The whole response."""
         text, last = await stream.collect()
         if request.echo:
-            text = single_prompt(request) + text
+            text = request.single_prompt() + text
         try:
             return whole_completion(completion_id, int(time.time()), stream.first, text, last)
         except IncompleteStreamError as exc:
@@ -70,7 +45,7 @@ class CompletionServing:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         chunker = CompletionChunker(completion_id, int(time.time()), stream.first, include_usage)
         if request.echo:
-            yield sse_event(chunker.text(single_prompt(request)))
+            yield sse_event(chunker.text(request.single_prompt()))
         async for piece in stream.pieces():
             for chunk in chunker.chunks(piece):
                 yield sse_event(chunk)

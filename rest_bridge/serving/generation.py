@@ -7,9 +7,7 @@ from typing import Any
 import grpc
 from pydantic import BaseModel
 
-from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
-from multai.openai.common import SamplingFields
 from multai.openai.generation import Piece, piece_from_pb
 from multai.openai_params import priority_of_level
 from rest_bridge.errors import OpenAIError, from_rpc_error, invalid_request
@@ -30,26 +28,6 @@ def priority_to_pb(header: str | None, body: int | None) -> common_pb2.Priority.
     if priority is None:
         raise invalid_request("priority must be 0 (urgent), 1 (normal) or 2 (background)", "priority")
     return priority
-
-
-def sampling_to_pb(request: SamplingFields, max_tokens: int | None) -> chat_pb2.SamplingParams:
-    """The sampling fields as protobuf; unset stays unset so the engine applies its defaults."""
-    return chat_pb2.SamplingParams(
-        temperature=request.temperature,
-        top_p=request.top_p,
-        max_tokens=max_tokens,
-        stop=request.stop_list(),
-        seed=request.seed,
-        presence_penalty=request.presence_penalty,
-        frequency_penalty=request.frequency_penalty,
-        top_k=request.top_k,
-        repeat_penalty=request.repeat_penalty,
-    )
-
-
-def engine_to_pb(request: SamplingFields) -> chat_pb2.EngineOptions:
-    """The seed design's engine extras as protobuf."""
-    return chat_pb2.EngineOptions(n_threads=request.n_threads, n_gpu_layers=request.n_gpu_layers)
 
 
 class GenerationStream:

@@ -4,7 +4,7 @@ from multai.common.v1 import common_pb2
 from multai.openai.chat import ChatCompletionRequest, ChatMessageParam, TextContentPart
 from multai.vision.v1 import vision_pb2, vision_pb2_grpc
 from rest_bridge.errors import invalid_request
-from rest_bridge.serving.generation import GenerationStream, sampling_to_pb
+from rest_bridge.serving.generation import GenerationStream
 from rest_bridge.serving.image_input import ImageInputs
 
 
@@ -60,7 +60,7 @@ class VisionServing:
         message = vision_pb2.CreateVisionCompletionRequest(
             model=request.model,
             messages=[await self._message_to_pb(m, i) for i, m in enumerate(request.messages)],
-            sampling=sampling_to_pb(request, request.token_limit()),
+            sampling=request.sampling_to_pb(request.token_limit()),
             priority=priority,
             request_id=request_id,
         )

@@ -168,8 +168,10 @@ def test_chat_request_carries_every_argument() -> None:
 
 def test_chat_request_leaves_what_was_not_given_unset() -> None:
     request = protocol.chat_request({"model": "m", "messages": QUESTION}, settings())
-    for name in ("response_format", "tool_choice", "logprobs", "parallel_tool_calls"):
-        assert not request.HasField(name), name
+    assert not request.HasField("parallel_tool_calls")
+    assert request.response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_TEXT
+    assert request.tool_choice.mode == chat_pb2.TOOL_CHOICE_MODE_UNSPECIFIED
+    assert not request.logprobs.enabled
     for name in ("temperature", "top_p", "max_tokens", "seed", "top_k"):
         assert not request.sampling.HasField(name), name
     assert request.n == 1 and request.priority == common_pb2.PRIORITY_NORMAL
@@ -179,21 +181,25 @@ def test_chat_request_leaves_what_was_not_given_unset() -> None:
     ("changes", "param"),
     [
         ({"messages": []}, "messages"),
-        ({"messages": [{"content": "no role"}]}, "messages[0]"),
+        ({"messages": [{"content": "no role"}]}, "messages.0.role"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-            "messages[0].content",
+            "messages.0.content",
         ),
-        ({"top_logprobs": 2}, "top_logprobs"),
-        ({"logit_bias": {"token": 1.0}}, "logit_bias"),
+        ({"logit_bias": {"token": 1.0}}, "logit_bias.token"),
         ({"n": 0}, "n"),
-        ({"tools": [{"type": "function", "function": {}}]}, "tools[0]"),
+        ({"tools": [{"type": "function", "function": {}}]}, "tools.0.function.name"),
         ({"tool_choice": "sometimes"}, "tool_choice"),
-        ({"response_format": {"type": "yaml"}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+            "response_format.json_schema.schema",
+        ),
     ],
 )
-def test_bad_chat_arguments_are_refused_before_sending(changes: dict[str, Any], param: str) -> None:
+def test_bad_chat_arguments_are_refused_before_sending_as_the_rest_bridge_refuses_them(
+    changes: dict[str, Any], param: str
+) -> None:
     with pytest.raises(BadRequestError) as caught:
         protocol.chat_request({"model": "m", "messages": QUESTION, **changes}, settings())  # type: ignore[typeddict-item]
     assert caught.value.param == param
@@ -204,10 +210,12 @@ def test_completion_request_takes_one_prompt_and_one_choice() -> None:
         {"model": "m", "prompt": ["Once upon"], "max_tokens": 5}, settings()
     )
     assert (request.prompt, request.sampling.max_tokens) == ("Once upon", 5)
-    with pytest.raises(BadRequestError, match="one prompt"):
+    with pytest.raises(BadRequestError, match="one prompt") as prompts:
         protocol.completion_request({"model": "m", "prompt": ["a", "b"]}, settings())
-    with pytest.raises(BadRequestError, match="n=1"):
+    assert prompts.value.param == "prompt"
+    with pytest.raises(BadRequestError) as choices:
         protocol.completion_request({"model": "m", "prompt": "a", "n": 2}, settings())
+    assert choices.value.param == "n"
 
 
 def chat_message(**fields: Any) -> chat_pb2.CreateChatCompletionResponse:
