@@ -23,7 +23,6 @@ from multai.client.params import (
 )
 from multai.client.types import (
     BinaryResponseContent,
-    CreateEmbeddingResponse,
     ImageProgress,
     ImagesResponse,
     Model,
@@ -34,6 +33,7 @@ from multai.client.types import (
 from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
 from multai.openai.chat import ChatCompletion, ChatCompletionChunk
 from multai.openai.completions import Completion
+from multai.openai.embeddings import CreateEmbeddingResponse
 
 ChunkT = TypeVar("ChunkT")
 ResultT = TypeVar("ResultT")

@@ -34,22 +34,18 @@ from multai.client.params import (
 )
 from multai.client.types import (
     BinaryResponseContent,
-    CreateEmbeddingResponse,
-    Embedding,
-    EmbeddingUsage,
     Image,
     ImageProgress,
     ImagesResponse,
-    Model,
     ModelList,
-    Transcription,
-    TranscriptionVerbose,
 )
 from multai.common.v1 import common_pb2, model_control_pb2
 from multai.image.v1 import image_pb2
+from multai.openai.audio import Transcription, TranscriptionVerbose
 from multai.openai.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from multai.openai.common import OpenAIModel, validation_failure
 from multai.openai.completions import Completion, CompletionRequest
+from multai.openai.embeddings import CreateEmbeddingResponse, EmbeddingRequest
 from multai.openai.generation import (
     ChatChunker,
     ChatReplies,
@@ -59,11 +55,10 @@ from multai.openai.generation import (
     piece_from_pb,
     whole_completion,
 )
-from multai.openai_objects import embedding_vector, model_fields, verbose_transcript_fields
+from multai.openai.models import ModelCard
 from multai.openai_params import (
     DEFAULT_IMAGE_MODEL,
     PRIORITY_NAMES,
-    embedding_inputs,
     image_dimensions,
     priority_of_level,
 )
@@ -260,36 +255,14 @@ def include_usage(params: SamplingOptions) -> bool:
 
 def embeddings_request(params: EmbeddingParams, call: CallSettings) -> chat_pb2.CreateEmbeddingsRequest:
     """OpenAI's four input shapes: a string, strings, one token array, token arrays."""
-    try:
-        inputs = embedding_inputs(params["input"])
-    except ValueError as exc:
-        raise BadRequestError(str(exc), param="input") from exc
-    if params.get("encoding_format") not in (None, "float", "base64"):
-        raise BadRequestError("encoding_format must be 'float' or 'base64'", param="encoding_format")
-    return chat_pb2.CreateEmbeddingsRequest(
-        model=params["model"],
-        inputs=inputs,
-        dimensions=params.get("dimensions"),
-        priority=call.priority,
-        request_id=call.request_id,
-    )
+    return openai_request(EmbeddingRequest, params).to_pb(call.priority, call.request_id)
 
 
 def embeddings_response(
     response: chat_pb2.CreateEmbeddingsResponse, params: EmbeddingParams
 ) -> CreateEmbeddingResponse:
     """The vectors as floats, or as base64 of little-endian float32 (what OpenAI sends)."""
-    encoding_format = params.get("encoding_format")
-    return CreateEmbeddingResponse(
-        data=[
-            Embedding(embedding=embedding_vector(e.values, encoding_format), index=i)
-            for i, e in enumerate(response.embeddings)
-        ],
-        model=response.model,
-        usage=EmbeddingUsage(
-            prompt_tokens=response.usage.prompt_tokens, total_tokens=response.usage.total_tokens
-        ),
-    )
+    return CreateEmbeddingResponse.from_pb(response, params.get("encoding_format"))
 
 
 # --- audio ----------------------------------------------------------------------------------------
@@ -376,7 +349,8 @@ def transcript_result(
         return Transcription(text=transcript.text)
     # Only transcriptions take timestamp_granularities; a translation's params lack the key.
     granularities = cast(Sequence[str], params.get("timestamp_granularities") or ())
-    return TranscriptionVerbose.model_validate(verbose_transcript_fields(transcript, granularities))
+    task = "translate" if isinstance(response, audio_pb2.CreateTranslationResponse) else "transcribe"
+    return TranscriptionVerbose.from_pb(transcript, task, granularities)
 
 
 def speech_request(params: SpeechParams, call: CallSettings) -> audio_pb2.CreateSpeechRequest:
@@ -494,9 +468,9 @@ class ImageCollector:
 # --- models ---------------------------------------------------------------------------------------
 
 
-def model_from_pb(info: common_pb2.ModelInfo) -> Model:
-    """A ModelInfo as the SDK's Model, with MultAI's extra fields."""
-    return Model.model_validate(model_fields(info))
+def model_from_pb(info: common_pb2.ModelInfo) -> ModelCard:
+    """A ModelInfo as the SDK's Model, with MultAI's extra fields (the REST bridge's ModelCard)."""
+    return ModelCard.from_pb(info)
 
 
 def model_list(listings: Iterable[model_control_pb2.ListModelsResponse | APIConnectionError]) -> ModelList:
@@ -518,7 +492,7 @@ def model_list(listings: Iterable[model_control_pb2.ListModelsResponse | APIConn
     return ModelList(data=[model_from_pb(unique[model_id]) for model_id in sorted(unique)])
 
 
-def find_model(models: ModelList, name: str) -> Model:
+def find_model(models: ModelList, name: str) -> ModelCard:
     """The model that an id or alias names."""
     for model in models.data:
         if name == model.id or name in model.aliases:

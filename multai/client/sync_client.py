@@ -22,7 +22,6 @@ from multai.client.params import (
 )
 from multai.client.types import (
     BinaryResponseContent,
-    CreateEmbeddingResponse,
     ImageProgress,
     ImagesResponse,
     Model,
@@ -33,6 +32,7 @@ from multai.client.types import (
 from multai.common.v1 import model_control_pb2
 from multai.openai.chat import ChatCompletion, ChatCompletionChunk
 from multai.openai.completions import Completion
+from multai.openai.embeddings import CreateEmbeddingResponse
 
 ChunkT = TypeVar("ChunkT")
 ResultT = TypeVar("ResultT")

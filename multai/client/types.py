@@ -1,7 +1,7 @@
 """Response objects with the `openai` SDK's class and attribute names, so reading code ports unchanged.
 
-Chat completions, their chunks and text completions are multai.openai's, the objects the REST bridge
-returns, built by the same code.
+Chat completions, their chunks, text completions, embeddings, transcripts and model objects are
+multai.openai's, the objects the REST bridge returns, built by the same code.
 """
 
 import os
@@ -11,69 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-
-class Embedding(BaseModel):
-    """The vector of one input: floats, or base64 of little-endian float32 when asked for."""
-
-    embedding: list[float] | str
-    index: int
-    object: Literal["embedding"] = "embedding"
-
-
-class EmbeddingUsage(BaseModel):
-    """Token counts of an embeddings request."""
-
-    prompt_tokens: int
-    total_tokens: int
-
-
-class CreateEmbeddingResponse(BaseModel):
-    """The vectors, in input order."""
-
-    data: list[Embedding]
-    model: str
-    object: Literal["list"] = "list"
-    usage: EmbeddingUsage
-
-
-class Transcription(BaseModel):
-    """A transcript (response_format "json")."""
-
-    text: str
-
-
-class TranscriptionWord(BaseModel):
-    """One word with its time span in seconds."""
-
-    end: float
-    start: float
-    word: str
-
-
-class TranscriptionSegment(BaseModel):
-    """One stretch of speech."""
-
-    id: int
-    avg_logprob: float
-    compression_ratio: float
-    end: float
-    no_speech_prob: float
-    seek: int
-    start: float
-    temperature: float
-    text: str
-    tokens: list[int]
-
-
-class TranscriptionVerbose(BaseModel):
-    """A transcript with language, duration, segments and (when asked for) words."""
-
-    duration: float
-    language: str
-    text: str
-    segments: list[TranscriptionSegment] | None = None
-    words: list[TranscriptionWord] | None = None
-
+from multai.openai import models as openai_models
+from multai.openai.audio import Transcription as Transcription
+from multai.openai.audio import TranscriptionVerbose as TranscriptionVerbose
+from multai.openai.models import ModelCard
 
 # A translation has a transcript's shape.
 Translation = Transcription
@@ -118,25 +59,12 @@ class ImageProgress(BaseModel):
     total_steps: int
 
 
-class Model(BaseModel):
-    """An installed model; the fields after `owned_by` are MultAI's."""
-
-    id: str
-    created: int
-    object: Literal["model"] = "model"
-    owned_by: str = "multai"
-    aliases: list[str] = Field(default_factory=list)
-    modality: str
-    backend: str
-    fixture: bool = False
-    resident: Literal["cpu", "gpu"] | None = Field(None, description="Where it is loaded now, if anywhere.")
+# The REST bridge's model object, under the openai SDK's name.
+Model = ModelCard
 
 
-class ModelList(BaseModel):
+class ModelList(openai_models.ModelList):
     """The models of every configured service, in id order; iterating yields them."""
 
-    data: list[Model]
-    object: Literal["list"] = "list"
-
-    def __iter__(self) -> Iterator[Model]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[ModelCard]:  # type: ignore[override]
         return iter(self.data)

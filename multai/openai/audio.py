@@ -1,10 +1,13 @@
 """Pydantic models of /v1/audio/*: the speech request and the transcription responses."""
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from multai.audio.v1 import audio_pb2
 from multai.openai.common import Prioritized
+from multai.openai_objects import verbose_transcript_fields
 
 TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 TimestampGranularity = Literal["word", "segment"]
@@ -62,3 +65,13 @@ class TranscriptionVerbose(BaseModel):
     text: str
     segments: list[TranscriptionSegment] | None = None
     words: list[TranscriptionWord] | None = None
+
+    @classmethod
+    def from_pb(
+        cls, transcript: audio_pb2.Transcript, task: str, granularities: Iterable[str]
+    ) -> "TranscriptionVerbose":
+        """verbose_json: segments unless only words were asked for; words only when asked for."""
+        return cls(
+            task="translate" if task == "translate" else "transcribe",
+            **verbose_transcript_fields(transcript, granularities),
+        )

@@ -20,8 +20,15 @@ def validation_failure(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | 
     return (f"Invalid value for '{param}': {message}" if param else message), param
 
 
+# How pydantic names the plain-type members of a union in an error's location.
+_UNION_MEMBER_TYPES = {"str", "int", "float", "bool", "bytes", "list", "dict"}
+
+
 def _is_field_name(part: object) -> bool:
-    return isinstance(part, int) or (str(part).isidentifier() and not str(part)[0].isupper())
+    if isinstance(part, int):
+        return True
+    text = str(part)
+    return text.isidentifier() and not text[0].isupper() and text not in _UNION_MEMBER_TYPES
 
 
 def _is_none(value: object) -> bool:

@@ -4,6 +4,9 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from multai.common.v1 import common_pb2
+from multai.openai_objects import model_fields
+
 
 class ModelCard(BaseModel):
     """One model; `aliases`, `modality`, `fixture` and `resident` are MultAI's additions."""
@@ -17,6 +20,11 @@ class ModelCard(BaseModel):
     backend: str
     fixture: bool
     resident: str | None
+
+    @classmethod
+    def from_pb(cls, info: common_pb2.ModelInfo) -> "ModelCard":
+        """A ModelInfo as OpenAI's model object."""
+        return cls.model_validate(model_fields(info))
 
 
 class ModelList(BaseModel):

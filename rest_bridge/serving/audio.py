@@ -15,7 +15,6 @@ from multai.openai.audio import (
     TranscriptionFormat,
     TranscriptionVerbose,
 )
-from multai.openai_objects import verbose_transcript_fields
 from rest_bridge.errors import OpenAIError, invalid_request
 from rest_bridge.serving.rpc import call_unary, open_stream
 
@@ -77,16 +76,6 @@ def to_vtt(transcript: audio_pb2.Transcript) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def to_verbose(
-    transcript: audio_pb2.Transcript, task: str, granularities: list[TimestampGranularity]
-) -> TranscriptionVerbose:
-    """verbose_json: segments unless only words were asked for; words only when asked for."""
-    return TranscriptionVerbose(
-        task="translate" if task == "translate" else "transcribe",
-        **verbose_transcript_fields(transcript, granularities),
-    )
-
-
 def render_transcript(transcript: audio_pb2.Transcript, params: TranscriptionParams, task: str) -> Response:
     """The transcript in the asked response_format."""
     match params.response_format:
@@ -99,7 +88,7 @@ def render_transcript(transcript: audio_pb2.Transcript, params: TranscriptionPar
         case "vtt":
             return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
         case _:
-            verbose = to_verbose(transcript, task, params.granularities)
+            verbose = TranscriptionVerbose.from_pb(transcript, task, params.granularities)
             return JSONResponse(verbose.model_dump(exclude_none=True))
 
 

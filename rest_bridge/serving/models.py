@@ -4,9 +4,8 @@ import asyncio
 import logging
 import time
 
-from multai.common.v1 import common_pb2, model_control_pb2, model_control_pb2_grpc
+from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
 from multai.openai.models import ModelCard, ModelList
-from multai.openai_objects import model_fields
 from rest_bridge.errors import OpenAIError
 from rest_bridge.serving.rpc import call_unary
 
@@ -16,11 +15,6 @@ LIST_TIMEOUT_SECONDS = 5.0
 # at most this often so that unknown names cannot make the bridge call every service each time.
 ROUTING_CACHE_SECONDS = 10.0
 MISS_REFRESH_SECONDS = 1.0
-
-
-def model_card(info: common_pb2.ModelInfo) -> ModelCard:
-    """A ModelInfo as OpenAI's model object."""
-    return ModelCard.model_validate(model_fields(info))
 
 
 class ModelsServing:
@@ -42,7 +36,7 @@ class ModelsServing:
             # One service being down must not hide the models of the others.
             log.warning("a service did not list its models: %s", exc.message)
             return []
-        return [model_card(info) for info in response.models]
+        return [ModelCard.from_pb(info) for info in response.models]
 
     async def listing(self, request_id: str) -> ModelList:
         """Every model of every service that answers, in id order."""

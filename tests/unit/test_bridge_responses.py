@@ -380,5 +380,5 @@ async def test_stateless_and_unknown_tools_are_openai_400s(
     reply = await http.post(
         "/responses", json={"model": MODEL, "input": [{"type": "reasoning", "summary": []}]}
     )
-    assert reply.status_code == 400 and reply.json()["error"]["param"] == "input.list.0"
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "input.0"
     assert stub.requests == []

@@ -36,8 +36,6 @@ from multai.grpc_server import DomainErrorInterceptor
 from multai.image.v1 import image_pb2
 from multai.openai.chat import ChatCompletionMessage, ChatCompletionMessageToolCall, FunctionCall
 from rest_bridge.errors import from_rpc_error as bridge_error
-from rest_bridge.serving.audio import to_verbose
-from rest_bridge.serving.models import model_card
 
 QUESTION = [{"role": "user", "content": "hello brave new world"}]
 
@@ -632,23 +630,3 @@ async def test_async_client_same_calls(service: tuple[FakeChatService, str]) -> 
         with pytest.raises(APITimeoutError):
             await client.chat.completions.create(model="slow", messages=QUESTION, timeout=0.2)
         assert [m.id for m in await client.models.list()] == ["echo"]
-
-
-def test_client_and_bridge_show_the_same_transcript_and_model_fields() -> None:
-    transcript = audio_pb2.Transcript(
-        text=" Hi.",
-        language="english",
-        duration=1.0,
-        segments=[audio_pb2.Segment(id=0, start=0.0, end=1.0, text=" Hi.", tokens=[50364])],
-        words=[audio_pb2.Word(word=" Hi.", start=0.0, end=1.0)],
-    )
-    params: Any = {"model": "w", "file": b"x", "response_format": "verbose_json"}
-    for granularities in ([], ["word"], ["word", "segment"]):
-        client_side = protocol.transcript_result(
-            audio_pb2.CreateTranscriptionResponse(transcript=transcript),
-            {**params, "timestamp_granularities": granularities},
-        )
-        bridge_side = to_verbose(transcript, "transcribe", granularities)
-        assert client_side.model_dump() == bridge_side.model_dump(exclude={"task"})
-    info = common_pb2.ModelInfo(id="m", aliases=["a"], modality="chat", resident_device=common_pb2.DEVICE_GPU)
-    assert protocol.model_from_pb(info).model_dump() == model_card(info).model_dump()
