@@ -18,6 +18,7 @@ lint: install
 	else echo "buf breaking: no main branch in this clone to compare with"; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/unasync_client.py --check
 	$(BIN)/mypy
 
 test: lint

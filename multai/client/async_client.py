@@ -1,14 +1,12 @@
-"""AsyncMultAI: the asyncio client, on grpc.aio channels; the same calls as MultAI, awaited."""
+"""The client's calls: AsyncMultAI (grpc.aio channels) in async_client.py, and MultAI (plain channels) in
+sync_client.py, which scripts/unasync_client.py generates from it: edit async_client.py, then run it."""
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from functools import cached_property
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack, overload
 
-import grpc
-
-from multai.client import protocol
+from multai.client import _aio, protocol
 from multai.client.base import ClientBase
 from multai.client.errors import APIConnectionError, rpc_errors
 from multai.client.params import (
@@ -40,12 +38,12 @@ ResultT = TypeVar("ResultT")
 
 
 class AsyncStream(Generic[ChunkT]):
-    """A streamed response: `async for` its chunks; closing it (or leaving `async with`) cancels the call."""
+    """A streamed response: iterate it for its chunks; closing it (or leaving its `with`) cancels the call."""
 
     def __init__(
         self,
-        call: grpc.aio.UnaryStreamCall,
-        first: Any,
+        call: _aio.StreamCall,
+        first: Any | None,
         to_chunks: Callable[[Any], list[ChunkT]],
         request_id: str,
     ) -> None:
@@ -56,12 +54,13 @@ class AsyncStream(Generic[ChunkT]):
 
     @classmethod
     async def open(
-        cls, call: grpc.aio.UnaryStreamCall, to_chunks: Callable[[Any], list[ChunkT]], request_id: str
-    ) -> "AsyncStream[ChunkT]":
-        """Waits for the first message, so that errors found before any output raise from create()."""
+        cls, call: _aio.StreamCall, to_chunks: Callable[[Any], list[ChunkT]], request_id: str
+    ) -> Self:
+        """Waits for the first message, so that errors found before any output (unknown model, full queue)
+        raise from create(), as the SDK raises them from create() when the HTTP status arrives."""
         try:
             with rpc_errors(request_id):
-                first = await call.read()
+                first = await _aio.read(call)
         except BaseException:
             call.cancel()
             raise
@@ -71,10 +70,10 @@ class AsyncStream(Generic[ChunkT]):
         try:
             message = self._first
             with rpc_errors(self._request_id):
-                while message is not grpc.aio.EOF:
+                while message is not None:
                     for chunk in self._to_chunks(message):
                         yield chunk
-                    message = await self._call.read()
+                    message = await _aio.read(self._call)
         finally:
             self._call.cancel()
 
@@ -223,7 +222,7 @@ class AsyncModels:
         self._client = client
 
     async def list(self, **options: Unpack[RequestOptions]) -> ModelList:
-        """The models of every configured service that answers, asked all at once."""
+        """The models of every configured service that answers (asked all at once when asynchronous)."""
         stubs, call = self._client._prepare_listing(options)
         request = model_control_pb2.ListModelsRequest()
 
@@ -239,15 +238,16 @@ class AsyncModels:
             except APIConnectionError as exc:
                 return exc
 
-        return protocol.model_list(await asyncio.gather(*(listing(stub) for stub in stubs)))
+        return protocol.model_list(await _aio.gather(*(listing(stub) for stub in stubs)))
 
     async def retrieve(self, model: str, **options: Unpack[RequestOptions]) -> Model:
         """One model by id or alias."""
         return protocol.find_model(await self.list(**options), model)
 
 
-class AsyncMultAI(ClientBase[grpc.aio.Channel]):
-    """The asyncio client, addressed like MultAI; one per event loop, as grpc.aio channels are bound to it."""
+class AsyncMultAI(ClientBase[_aio.Channel]):
+    """The client, with one address per service (`chat=`, `audio=`, `image=`) or one for all of them. The
+    asynchronous one serves one event loop: grpc.aio channels are bound to the loop that made them."""
 
     @cached_property
     def chat(self) -> AsyncChat:
@@ -279,20 +279,20 @@ class AsyncMultAI(ClientBase[grpc.aio.Channel]):
         """The installed models."""
         return AsyncModels(self)
 
-    def _open_channel(self, address: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(address, options=self.channel_options)
+    def _open_channel(self, address: str) -> _aio.Channel:
+        return _aio.open_channel(address, self.channel_options)
 
     async def _unary(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
-        """A call with one response; cancelling the awaiting task cancels the call."""
+        """A call with one response."""
         method, request, call = self._prepare(rpc, params)
         with rpc_errors(call.request_id):
             response = await method(request, timeout=call.timeout, metadata=call.metadata)
         return rpc.read(response, params)
 
     async def _upload(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
-        """A call that sends `file=`, read in a worker thread so that a large file does not block the loop."""
+        """A call that sends `file=` (read off the event loop when asynchronous)."""
         if "file" in params:
-            data, name = await asyncio.to_thread(protocol.read_file, params["file"], self.max_message_bytes)
+            data, name = await _aio.in_thread(protocol.read_file, params["file"], self.max_message_bytes)
             params = {**params, "file": (name, data)}
         return await self._unary(rpc, params)
 

@@ -1,13 +1,12 @@
-"""MultAI: the blocking client, on plain (sync) gRPC channels."""
+"""The client's calls: AsyncMultAI (grpc.aio channels) in async_client.py, and MultAI (plain channels) in
+sync_client.py, which scripts/unasync_client.py generates from it: edit async_client.py, then run it."""
 
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack, overload
 
-import grpc
-
-from multai.client import protocol
+from multai.client import _sync, protocol
 from multai.client.base import ClientBase
 from multai.client.errors import APIConnectionError, rpc_errors
 from multai.client.params import (
@@ -29,7 +28,7 @@ from multai.client.types import (
     Transcription,
     TranscriptionVerbose,
 )
-from multai.common.v1 import model_control_pb2
+from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
 from multai.openai.chat import ChatCompletion, ChatCompletionChunk
 from multai.openai.completions import Completion
 from multai.openai.embeddings import CreateEmbeddingResponse
@@ -39,29 +38,40 @@ ResultT = TypeVar("ResultT")
 
 
 class Stream(Generic[ChunkT]):
-    """A streamed response: iterate it for chunks; closing it (or leaving `with`) cancels the call."""
+    """A streamed response: iterate it for its chunks; closing it (or leaving its `with`) cancels the call."""
 
-    def __init__(self, call: Any, to_chunks: Callable[[Any], list[ChunkT]], request_id: str) -> None:
+    def __init__(
+        self,
+        call: _sync.StreamCall,
+        first: Any | None,
+        to_chunks: Callable[[Any], list[ChunkT]],
+        request_id: str,
+    ) -> None:
         self._call = call
+        self._first = first
         self._to_chunks = to_chunks
         self._request_id = request_id
-        # Waiting for the first message makes errors found before any output (unknown model, full
-        # queue) raise from create(), as the SDK raises them from create() when the HTTP status arrives.
+
+    @classmethod
+    def open(cls, call: _sync.StreamCall, to_chunks: Callable[[Any], list[ChunkT]], request_id: str) -> Self:
+        """Waits for the first message, so that errors found before any output (unknown model, full queue)
+        raise from create(), as the SDK raises them from create() when the HTTP status arrives."""
         try:
             with rpc_errors(request_id):
-                self._first = next(call, None)
+                first = _sync.read(call)
         except BaseException:
             call.cancel()
             raise
+        return cls(call, first, to_chunks, request_id)
 
     def __iter__(self) -> Iterator[ChunkT]:
         try:
-            if self._first is None:
-                return
-            yield from self._to_chunks(self._first)
+            message = self._first
             with rpc_errors(self._request_id):
-                for message in self._call:
-                    yield from self._to_chunks(message)
+                while message is not None:
+                    for chunk in self._to_chunks(message):
+                        yield chunk
+                    message = _sync.read(self._call)
         finally:
             self._call.cancel()
 
@@ -146,7 +156,7 @@ class Transcriptions:
 
     def create(self, **params: Unpack[TranscriptionParams]) -> Transcription | TranscriptionVerbose | str:
         """The transcript of an audio file in its own language."""
-        return self._client._unary(protocol.TRANSCRIPTION, params)
+        return self._client._upload(protocol.TRANSCRIPTION, params)
 
 
 class Translations:
@@ -157,7 +167,7 @@ class Translations:
 
     def create(self, **params: Unpack[TranslationParams]) -> Transcription | TranscriptionVerbose | str:
         """The English transcript of an audio file."""
-        return self._client._unary(protocol.TRANSLATION, params)
+        return self._client._upload(protocol.TRANSLATION, params)
 
 
 class Speech:
@@ -192,7 +202,7 @@ class Images:
         on_progress: Callable[[ImageProgress], object] | None = None,
         **params: Unpack[ImageGenerateParams],
     ) -> ImagesResponse:
-        """Pictures of a prompt; on_progress is called after each denoising step."""
+        """Pictures of a prompt; on_progress (a plain function) is called after each denoising step."""
         collector = protocol.ImageCollector(params, on_progress)
         return self._client._collect(protocol.GENERATE_IMAGES, params, collector)
 
@@ -204,25 +214,32 @@ class Models:
         self._client = client
 
     def list(self, **options: Unpack[RequestOptions]) -> ModelList:
-        """The models of every configured service that answers."""
+        """The models of every configured service that answers (asked all at once when asynchronous)."""
         stubs, call = self._client._prepare_listing(options)
         request = model_control_pb2.ListModelsRequest()
-        listings: list[Any] = []
-        for stub in stubs:
+
+        def listing(
+            stub: model_control_pb2_grpc.ModelControlServiceStub,
+        ) -> model_control_pb2.ListModelsResponse | APIConnectionError:
             try:
                 with rpc_errors(call.request_id):
-                    listings.append(stub.ListModels(request, timeout=call.timeout, metadata=call.metadata))
+                    listed: model_control_pb2.ListModelsResponse = stub.ListModels(
+                        request, timeout=call.timeout, metadata=call.metadata
+                    )
+                    return listed
             except APIConnectionError as exc:
-                listings.append(exc)
-        return protocol.model_list(listings)
+                return exc
+
+        return protocol.model_list(_sync.gather(*(listing(stub) for stub in stubs)))
 
     def retrieve(self, model: str, **options: Unpack[RequestOptions]) -> Model:
         """One model by id or alias."""
         return protocol.find_model(self.list(**options), model)
 
 
-class MultAI(ClientBase[grpc.Channel]):
-    """The blocking client: `MultAI(chat=..., audio=..., image=...)`, or `MultAI(target)` for one address."""
+class MultAI(ClientBase[_sync.Channel]):
+    """The client, with one address per service (`chat=`, `audio=`, `image=`) or one for all of them. The
+    asynchronous one serves one event loop: grpc.aio channels are bound to the loop that made them."""
 
     @cached_property
     def chat(self) -> Chat:
@@ -254,8 +271,8 @@ class MultAI(ClientBase[grpc.Channel]):
         """The installed models."""
         return Models(self)
 
-    def _open_channel(self, address: str) -> grpc.Channel:
-        return grpc.insecure_channel(address, options=self.channel_options)
+    def _open_channel(self, address: str) -> _sync.Channel:
+        return _sync.open_channel(address, self.channel_options)
 
     def _unary(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
         """A call with one response."""
@@ -263,6 +280,13 @@ class MultAI(ClientBase[grpc.Channel]):
         with rpc_errors(call.request_id):
             response = method(request, timeout=call.timeout, metadata=call.metadata)
         return rpc.read(response, params)
+
+    def _upload(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
+        """A call that sends `file=` (read off the event loop when asynchronous)."""
+        if "file" in params:
+            data, name = _sync.in_thread(protocol.read_file, params["file"], self.max_message_bytes)
+            params = {**params, "file": (name, data)}
+        return self._unary(rpc, params)
 
     def _collect(
         self, rpc: protocol.Rpc[Any], params: Mapping[str, Any], collector: protocol.Collector[ResultT]
@@ -283,9 +307,8 @@ class MultAI(ClientBase[grpc.Channel]):
     ) -> Stream[ChunkT]:
         """A server stream handed to the caller chunk by chunk."""
         method, request, call = self._prepare(rpc, params)
-        return Stream(
-            method(request, timeout=call.timeout, metadata=call.metadata), to_chunks, call.request_id
-        )
+        messages = method(request, timeout=call.timeout, metadata=call.metadata)
+        return Stream.open(messages, to_chunks, call.request_id)
 
     def close(self) -> None:
         """Closes the channels; a later call opens new ones."""
