@@ -55,11 +55,10 @@ from multai.openai.generation import (
     piece_from_pb,
     whole_completion,
 )
+from multai.openai.images import ImageGenerationRequest
 from multai.openai.models import ModelCard
 from multai.openai_params import (
-    DEFAULT_IMAGE_MODEL,
     PRIORITY_NAMES,
-    image_dimensions,
     priority_of_level,
 )
 
@@ -388,41 +387,9 @@ class SpeechCollector:
 # --- images ---------------------------------------------------------------------------------------
 
 
-def image_size(size: str | None) -> tuple[int, int]:
-    """ "WIDTHxHEIGHT" as (width, height); None or "auto" is (0, 0), the model's own size."""
-    dimensions = image_dimensions(size)
-    if dimensions is None:
-        raise BadRequestError("size must be 'auto' or WIDTHxHEIGHT, e.g. '1024x1024'", param="size")
-    return dimensions
-
-
-def _image_count(n: int | None) -> int:
-    # 0 would read as unset (one image) in protobuf, so it is refused here as the REST bridge refuses it.
-    if n is not None and n < 1:
-        raise BadRequestError("n must be at least 1", param="n")
-    return n or 1
-
-
 def image_request(params: ImageGenerateParams, call: CallSettings) -> image_pb2.GenerateImagesRequest:
     """images.generate's arguments as the ImageService request."""
-    if not params["prompt"].strip():
-        raise BadRequestError("prompt must not be empty", param="prompt")
-    if params.get("response_format") not in (None, "b64_json", "url"):
-        raise BadRequestError("response_format must be 'b64_json' or 'url'", param="response_format")
-    width, height = image_size(params.get("size"))
-    return image_pb2.GenerateImagesRequest(
-        model=params.get("model") or DEFAULT_IMAGE_MODEL,
-        prompt=params["prompt"],
-        negative_prompt=params.get("negative_prompt") or "",
-        n=_image_count(params.get("n")),
-        width=width,
-        height=height,
-        num_inference_steps=params.get("num_inference_steps"),
-        guidance_scale=params.get("guidance_scale"),
-        seed=params.get("seed"),
-        priority=call.priority,
-        request_id=call.request_id,
-    )
+    return openai_request(ImageGenerationRequest, params).to_pb(call.priority, call.request_id)
 
 
 class ImageCollector:

@@ -4,6 +4,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from multai.common.v1 import common_pb2
+from multai.image.v1 import image_pb2
 from multai.openai.common import Prioritized, omitted_if_none
 from multai.openai_params import DEFAULT_IMAGE_MODEL, image_dimensions
 
@@ -68,6 +70,25 @@ class ImageGenerationRequest(Prioritized):
     def steps(self) -> int | None:
         """num_inference_steps, else the seed design's number_of_steps."""
         return self.num_inference_steps if self.num_inference_steps is not None else self.number_of_steps
+
+    def to_pb(
+        self, priority: common_pb2.Priority.ValueType, request_id: str
+    ) -> image_pb2.GenerateImagesRequest:
+        """The ImageService request."""
+        width, height = self.dimensions()
+        return image_pb2.GenerateImagesRequest(
+            model=self.model,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt or "",
+            n=self.n,
+            width=width,
+            height=height,
+            num_inference_steps=self.steps(),
+            guidance_scale=self.guidance_scale,
+            seed=self.seed,
+            priority=priority,
+            request_id=request_id,
+        )
 
 
 class ImageData(BaseModel):

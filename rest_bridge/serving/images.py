@@ -78,26 +78,6 @@ class ImageStore:
             await asyncio.sleep(interval)
 
 
-def image_request_to_pb(
-    request: ImageGenerationRequest, priority: common_pb2.Priority.ValueType, request_id: str
-) -> image_pb2.GenerateImagesRequest:
-    """The JSON body as the ImageService request."""
-    width, height = request.dimensions()
-    return image_pb2.GenerateImagesRequest(
-        model=request.model,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt or "",
-        n=request.n,
-        width=width,
-        height=height,
-        num_inference_steps=request.steps(),
-        guidance_scale=request.guidance_scale,
-        seed=request.seed,
-        priority=priority,
-        request_id=request_id,
-    )
-
-
 class ImageServing:
     """Generates images with the image service and returns them inline or as store URLs."""
 
@@ -114,7 +94,7 @@ class ImageServing:
         files_url: str,
     ) -> ImagesResponse:
         """Runs the generation to the end; files_url is the base URL the stored images are served under."""
-        message = image_request_to_pb(request, priority, request_id)
+        message = request.to_pb(priority, request_id)
         call, event = await open_stream(self._stub.GenerateImages, message, self._timeout, request_id)
         images: list[image_pb2.GeneratedImage] = []
         try:

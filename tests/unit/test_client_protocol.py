@@ -35,6 +35,7 @@ from multai.errors import ModelNotFoundError, ResourceExhaustedError
 from multai.grpc_server import DomainErrorInterceptor
 from multai.image.v1 import image_pb2
 from multai.openai.chat import ChatCompletionMessage, ChatCompletionMessageToolCall, FunctionCall
+from multai.openai_params import DEFAULT_IMAGE_MODEL
 from rest_bridge.errors import from_rpc_error as bridge_error
 
 QUESTION = [{"role": "user", "content": "hello brave new world"}]
@@ -367,7 +368,7 @@ def test_speech_defaults() -> None:
 @pytest.mark.parametrize(("size", "expected"), [(None, (0, 0)), ("auto", (0, 0)), ("256x128", (256, 128))])
 def test_image_sizes(size: str | None, expected: tuple[int, int]) -> None:
     request = protocol.image_request({"prompt": "a cat", "size": size}, settings())
-    assert (request.width, request.height) == expected and request.model == protocol.DEFAULT_IMAGE_MODEL
+    assert (request.width, request.height) == expected and request.model == DEFAULT_IMAGE_MODEL
 
 
 @pytest.mark.parametrize("size", ["256", "axb", "256x", "-1x5"])
