@@ -43,12 +43,9 @@ async def _wait_serving(address: str) -> None:
 
 
 async def _client(address: str, models: int) -> SchedulerClient:
-    async def no_unload(_: str) -> None:
-        return None
-
     footprints = [scheduler_pb2.ModelFootprint(model=f"m{i}", size_bytes=1_000) for i in range(models)]
-    client = SchedulerClient(address, "bench", footprints, no_unload, list)
-    await client.start(10)
+    client = SchedulerClient(address, "bench")
+    await client.start(10, footprints)
     return client
 
 

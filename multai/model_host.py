@@ -84,10 +84,11 @@ class ModelHost(Generic[BackendT]):
         service_name: str,
         registry: ModelRegistry,
         make_backend: Callable[[ModelManifest], BackendT],
-        scheduler_address: str,
+        scheduler: SchedulerClient,
         lease_wait_seconds: float,
     ) -> None:
         self.registry = registry
+        self.scheduler = scheduler
         self._hosted = {
             m.id: _HostedModel(make_backend(m), ThreadPoolExecutor(1, thread_name_prefix=f"{m.id}-engine"))
             for m in registry.models()
@@ -104,13 +105,6 @@ class ModelHost(Generic[BackendT]):
             )
             for m in registry.models()
         ]
-        self.scheduler = SchedulerClient(
-            scheduler_address,
-            service_name,
-            self._footprints,
-            on_unload=self.unload,
-            resident_models=self.resident_reports,
-        )
 
     async def start(self, connect_timeout: float) -> None:
         """Registers with the scheduler, announcing what each model will take once loaded."""
@@ -119,7 +113,7 @@ class ModelHost(Generic[BackendT]):
             if isinstance(backend, BatchingBackend):
                 # The slots' caches can outweigh the weights: plan with both before the first load.
                 footprint.size_bytes = await asyncio.to_thread(backend.estimated_bytes)
-        await self.scheduler.start(connect_timeout)
+        await self.scheduler.start(connect_timeout, self._footprints, self.unload, self.resident_reports)
 
     async def stop(self) -> None:
         """Unloads everything and ends the registration."""

@@ -11,6 +11,7 @@ from multai.grpc_server import run_grpc_server
 from multai.model_control import ModelControlServicer
 from multai.model_host import ModelHost
 from multai.registry import Modality, ModelManifest, ModelRegistry
+from multai.scheduler_client import SchedulerClient
 from multai.settings import ModelServiceSettings
 
 MODEL_CONTROL_SERVICE = model_control_pb2.DESCRIPTOR.services_by_name["ModelControlService"].full_name
@@ -33,8 +34,9 @@ async def serve_model_service(
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     registry = ModelRegistry.scan(settings.models_dir, modalities)
+    scheduler = SchedulerClient(settings.scheduler_address, service_name)
     host: ModelHost[Any] = ModelHost(
-        service_name, registry, make_backend, settings.scheduler_address, settings.lease_wait_seconds
+        service_name, registry, make_backend, scheduler, settings.lease_wait_seconds
     )
 
     def add_all(server: grpc.aio.Server) -> list[str]:

@@ -45,23 +45,20 @@ class ResidentReport:
     load_seconds: float = 0.0
 
 
+async def _nothing_to_unload(model: str) -> None:
+    """For a client that holds no models (tools, benchmarks): an unload command has nothing to do."""
+
+
 class SchedulerClient:
     """Registers the service's models and hands out leases; unload commands go to `on_unload`."""
 
-    def __init__(
-        self,
-        address: str,
-        service_name: str,
-        footprints: list[pb.ModelFootprint],
-        on_unload: Callable[[str], Awaitable[object]],
-        resident_models: Callable[[], list[ResidentReport]],
-    ) -> None:
+    def __init__(self, address: str, service_name: str) -> None:
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
         self._service_name = service_name
-        self._footprints = footprints
-        self._on_unload = on_unload
-        self._resident_models = resident_models
+        self._footprints: list[pb.ModelFootprint] = []
+        self._on_unload: Callable[[str], Awaitable[object]] = _nothing_to_unload
+        self._resident_models: Callable[[], list[ResidentReport]] = list
         self._outgoing: asyncio.Queue[pb.RegisterRequest] | None = None
         self._service_id: str | None = None
         self._registered = asyncio.Event()
@@ -69,8 +66,18 @@ class SchedulerClient:
         self._unload_tasks: set[asyncio.Task[None]] = set()
         self._fencing_floor = 0
 
-    async def start(self, timeout: float) -> None:
-        """Registers, retrying until the scheduler answers or `timeout` passes."""
+    async def start(
+        self,
+        timeout: float,
+        footprints: list[pb.ModelFootprint],
+        on_unload: Callable[[str], Awaitable[object]] = _nothing_to_unload,
+        resident_models: Callable[[], list[ResidentReport]] = list,
+    ) -> None:
+        """Registers `footprints`, retrying until the scheduler answers or `timeout` passes. After a lost
+        connection it registers again, with the models `resident_models` says are loaded."""
+        self._footprints = footprints
+        self._on_unload = on_unload
+        self._resident_models = resident_models
         self._register_task = asyncio.create_task(self._keep_registered())
         try:
             await asyncio.wait_for(self._registered.wait(), timeout)

@@ -9,13 +9,8 @@ from multai.scheduler_client import SchedulerClient
 
 
 async def hold(address: str, model: str) -> None:
-    async def no_unload(_: str) -> None:
-        return None
-
-    client = SchedulerClient(
-        address, "holder", [scheduler_pb2.ModelFootprint(model=model, size_bytes=1_000_000)], no_unload, list
-    )
-    await client.start(10)
+    client = SchedulerClient(address, "holder")
+    await client.start(10, [scheduler_pb2.ModelFootprint(model=model, size_bytes=1_000_000)])
     async with client.lease("holder-request", model, common_pb2.PRIORITY_NORMAL, 10):
         print("HELD", flush=True)
         await asyncio.Event().wait()

@@ -91,17 +91,8 @@ def test_killed_lease_holder_hands_the_device_to_the_next_waiter_within_2s(tmp_p
         assert holder.stdout is not None and holder.stdout.readline().strip() == "HELD"
 
         async def wait_behind_holder() -> float:
-            async def no_unload(_: str) -> None:
-                return None
-
-            client = SchedulerClient(
-                address,
-                "waiter",
-                [scheduler_pb2.ModelFootprint(model="other", size_bytes=1)],
-                no_unload,
-                list,
-            )
-            await client.start(10)
+            client = SchedulerClient(address, "waiter")
+            await client.start(10, [scheduler_pb2.ModelFootprint(model="other", size_bytes=1)])
             async with client.lease("waiter-request", "other", common_pb2.PRIORITY_NORMAL, 30) as grant:
                 return grant.fencing_token
 

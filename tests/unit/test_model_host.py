@@ -10,11 +10,14 @@ import pytest
 
 from multai.model_host import ModelHost
 from multai.registry import ModelRegistry
+from multai.scheduler_client import SchedulerClient
 
 
 def make_host(folder: Path) -> ModelHost:
     # No models and no scheduler connection: stream() needs neither.
-    return ModelHost("test", ModelRegistry.scan(folder), lambda manifest: None, "127.0.0.1:9", 1.0)
+    return ModelHost(
+        "test", ModelRegistry.scan(folder), lambda manifest: None, SchedulerClient("127.0.0.1:9", "test"), 1.0
+    )
 
 
 async def test_a_second_cancellation_still_waits_for_the_engine_thread(tmp_path: Path) -> None:
