@@ -112,7 +112,12 @@ class ModelHost(Generic[BackendT]):
             backend = self._hosted[footprint.model].backend
             if isinstance(backend, BatchingBackend):
                 # The slots' caches can outweigh the weights: plan with both before the first load.
-                footprint.size_bytes = await asyncio.to_thread(backend.estimated_bytes)
+                try:
+                    footprint.size_bytes = await asyncio.to_thread(backend.estimated_bytes)
+                except Exception:  # An unreadable file fails its own loads, not the service's start.
+                    log.warning(
+                        "model %s: cannot read its size before loading", footprint.model, exc_info=True
+                    )
         await self.scheduler.start(connect_timeout, self._footprints, self.unload, self.resident_reports)
 
     async def stop(self) -> None:
