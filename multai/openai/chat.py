@@ -176,7 +176,25 @@ class ChatCompletionRequest(SamplingFields):
         self, priority: common_pb2.Priority.ValueType, request_id: str
     ) -> chat_pb2.CreateChatCompletionRequest:
         """The ChatService request."""
-        return chat_request_to_pb(self, priority, request_id)
+        sampling = self.sampling_to_pb(self.token_limit())
+        sampling.logit_bias.update(self.logit_bias or {})
+        return chat_pb2.CreateChatCompletionRequest(
+            model=self.model,
+            messages=[message_to_pb(m) for m in self.messages],
+            sampling=sampling,
+            engine=self.engine_to_pb(),
+            priority=priority,
+            request_id=request_id,
+            response_format=response_format_to_pb(self.response_format),
+            tools=[tool_to_pb(t) for t in self.tools or []],
+            tool_choice=tool_choice_to_pb(self.tool_choice),
+            parallel_tool_calls=self.parallel_tool_calls,
+            n=self.n,
+            logprobs=chat_pb2.LogprobsOptions(
+                enabled=bool(self.logprobs), top_logprobs=self.top_logprobs or 0
+            ),
+            user=self.user or "",
+        )
 
 
 class ChatCompletionMessage(BaseModel):
@@ -280,32 +298,7 @@ class ChatCompletionChunk(BaseModel):
     system_fingerprint: str
 
 
-# --- to protobuf: the REST bridge and the client library send the same requests ----------------
-
-
-def chat_request_to_pb(
-    request: "ChatCompletionRequest", priority: common_pb2.Priority.ValueType, request_id: str
-) -> chat_pb2.CreateChatCompletionRequest:
-    """The request as the ChatService request."""
-    sampling = request.sampling_to_pb(request.token_limit())
-    sampling.logit_bias.update(request.logit_bias or {})
-    return chat_pb2.CreateChatCompletionRequest(
-        model=request.model,
-        messages=[message_to_pb(m) for m in request.messages],
-        sampling=sampling,
-        engine=request.engine_to_pb(),
-        priority=priority,
-        request_id=request_id,
-        response_format=response_format_to_pb(request.response_format),
-        tools=[tool_to_pb(t) for t in request.tools or []],
-        tool_choice=tool_choice_to_pb(request.tool_choice),
-        parallel_tool_calls=request.parallel_tool_calls,
-        n=request.n,
-        logprobs=chat_pb2.LogprobsOptions(
-            enabled=bool(request.logprobs), top_logprobs=request.top_logprobs or 0
-        ),
-        user=request.user or "",
-    )
+# --- the parts of a request, to protobuf -------------------------------------------------------
 
 
 def message_to_pb(message: ChatMessageParam) -> chat_pb2.ChatMessage:

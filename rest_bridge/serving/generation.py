@@ -1,4 +1,4 @@
-"""What chat and completions share: request fields to protobuf, and reading a generation stream."""
+"""What chat, completions and vision share: the request priority, reading a generation stream, SSE."""
 
 import json
 from collections.abc import AsyncIterator

@@ -91,10 +91,8 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
                                 total_tokens=event.prompt_tokens + event.completion_tokens,
                             ),
                         )
-                    elif event:
+                    else:
                         yield vision_pb2.CreateVisionCompletionResponse(
                             model=manifest.id, delta=event, system_fingerprint=fingerprint
                         )
-                    else:
-                        continue
                     fingerprint = ""  # the first message carries it
