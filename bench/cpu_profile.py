@@ -7,8 +7,9 @@ streamed token and the functions that take the largest share of that process's P
 
     python -m bench.cpu_profile [--source DIR] [--concurrency N] [--requests N] [--json PATH]
 
-An older commit, for "before": `git worktree add /tmp/before <commit> && make -C /tmp/before protos` (with
-this venv's python), then `--source /tmp/before`. py-spy comes with `pip install -e ".[loadgen]"`.
+An older commit, for "before": `git worktree add /tmp/before <commit>`, then in /tmp/before run
+`<this checkout>/.venv/bin/python -m multai.protogen`, then `--source /tmp/before`. py-spy comes with
+`pip install -e ".[loadgen]"` (`make bench-deps`).
 """
 
 import argparse
