@@ -32,13 +32,7 @@ from multai.client.params import (
     TranscriptionParams,
     TranslationParams,
 )
-from multai.client.types import (
-    BinaryResponseContent,
-    Image,
-    ImageProgress,
-    ImagesResponse,
-    ModelList,
-)
+from multai.client.types import BinaryResponseContent, ImageProgress, ModelList
 from multai.common.v1 import common_pb2, model_control_pb2
 from multai.image.v1 import image_pb2
 from multai.openai.audio import Transcription, TranscriptionVerbose
@@ -55,7 +49,7 @@ from multai.openai.generation import (
     piece_from_pb,
     whole_completion,
 )
-from multai.openai.images import ImageGenerationRequest
+from multai.openai.images import ImageGenerationRequest, ImagesResponse
 from multai.openai.models import ModelCard
 from multai.openai_params import (
     PRIORITY_NAMES,
@@ -393,14 +387,14 @@ def image_request(params: ImageGenerateParams, call: CallSettings) -> image_pb2.
 
 
 class ImageCollector:
-    """Reads a GenerateImages stream: each finished step goes to on_progress, pictures are kept in order."""
+    """Reads a GenerateImages stream: each finished step goes to on_progress, pictures are kept."""
 
     def __init__(
         self, params: ImageGenerateParams, on_progress: Callable[[ImageProgress], object] | None = None
     ) -> None:
-        self._as_url = params.get("response_format") == "url"
+        self._request = openai_request(ImageGenerationRequest, params)
         self._on_progress = on_progress
-        self._images: dict[int, image_pb2.GeneratedImage] = {}
+        self._images: list[image_pb2.GeneratedImage] = []
 
     def add(self, message: image_pb2.GenerateImagesResponse) -> None:
         """Keeps a finished picture, or reports a finished step."""
@@ -410,26 +404,17 @@ class ImageCollector:
                 ImageProgress(step=message.progress.step, total_steps=message.progress.total_steps)
             )
         elif event == "image":
-            self._images[message.image.index] = message.image
+            self._images.append(message.image)
 
     def result(self) -> ImagesResponse:
-        """The pictures, once the stream has ended."""
-        if not self._images:
-            raise InternalServerError("the service ended the stream without any image")
-        data = []
-        for index in sorted(self._images):
-            image = self._images[index]
-            encoded = base64.b64encode(image.png).decode()
-            data.append(
-                Image(
-                    b64_json=None if self._as_url else encoded,
-                    url=f"data:image/png;base64,{encoded}" if self._as_url else None,
-                    png=image.png,
-                    seed=image.seed,
-                )
+        """The pictures in request order, once the stream has ended; URLs asked for are data URLs."""
+        if len(self._images) != self._request.n:
+            raise InternalServerError(
+                f"the service returned {len(self._images)} images, not {self._request.n}"
             )
-        first = self._images[min(self._images)]
-        return ImagesResponse(created=int(time.time()), data=data, size=f"{first.width}x{first.height}")
+        self._images.sort(key=lambda image: image.index)
+        urls = [f"data:image/png;base64,{base64.b64encode(image.png).decode()}" for image in self._images]
+        return ImagesResponse.from_pb(self._images, self._request, urls)
 
 
 # --- models ---------------------------------------------------------------------------------------

@@ -1,19 +1,19 @@
 """Response objects with the `openai` SDK's class and attribute names, so reading code ports unchanged.
 
-Chat completions, their chunks, text completions, embeddings, transcripts and model objects are
-multai.openai's, the objects the REST bridge returns, built by the same code.
+Chat completions, their chunks, text completions, embeddings, transcripts, images and model objects
+are multai.openai's, the objects the REST bridge returns, built by the same code.
 """
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from multai.openai import models as openai_models
 from multai.openai.audio import Transcription as Transcription
 from multai.openai.audio import TranscriptionVerbose as TranscriptionVerbose
+from multai.openai.images import ImagesResponse as ImagesResponse
 from multai.openai.models import ModelCard
 
 # A translation has a transcript's shape.
@@ -30,26 +30,6 @@ class BinaryResponseContent(BaseModel):
     def write_to_file(self, file: str | os.PathLike[str]) -> None:
         """Writes the audio file."""
         Path(file).write_bytes(self.content)
-
-
-class Image(BaseModel):
-    """One generated picture: `b64_json` (or a data `url` when asked for) plus MultAI's `png` and `seed`."""
-
-    b64_json: str | None = None
-    revised_prompt: str | None = None
-    url: str | None = None
-    # Left out of model_dump(): b64_json already carries the same bytes as text.
-    png: bytes = Field(repr=False, exclude=True, description="The PNG file.")
-    seed: int = Field(description="The seed that reproduces this picture.")
-
-
-class ImagesResponse(BaseModel):
-    """The pictures of one generation, in request order."""
-
-    created: int
-    data: list[Image]
-    output_format: Literal["png"] = "png"
-    size: str
 
 
 class ImageProgress(BaseModel):

@@ -172,16 +172,20 @@ class ChatCompletionRequest(SamplingFields):
         """max_completion_tokens, else max_tokens."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def chat_sampling_to_pb(self) -> chat_pb2.SamplingParams:
+        """The sampling fields with the token limit and logit_bias."""
+        sampling = self.sampling_to_pb(self.token_limit())
+        sampling.logit_bias.update(self.logit_bias or {})
+        return sampling
+
     def to_pb(
         self, priority: common_pb2.Priority.ValueType, request_id: str
     ) -> chat_pb2.CreateChatCompletionRequest:
         """The ChatService request."""
-        sampling = self.sampling_to_pb(self.token_limit())
-        sampling.logit_bias.update(self.logit_bias or {})
         return chat_pb2.CreateChatCompletionRequest(
             model=self.model,
             messages=[message_to_pb(m) for m in self.messages],
-            sampling=sampling,
+            sampling=self.chat_sampling_to_pb(),
             engine=self.engine_to_pb(),
             priority=priority,
             request_id=request_id,

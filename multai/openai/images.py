@@ -1,5 +1,8 @@
 """Pydantic models of /v1/images/generations, fields in the order of OpenAI's reference."""
 
+import base64
+import time
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -107,3 +110,29 @@ class ImagesResponse(BaseModel):
     output_format: Literal["png"] = "png"
     size: ResponseSize | None = omitted_if_none("Only the sizes OpenAI's schema names; others are left out.")
     seed: int
+
+    @classmethod
+    def from_pb(
+        cls,
+        images: Sequence[image_pb2.GeneratedImage],
+        request: ImageGenerationRequest,
+        urls: Sequence[str] | None = None,
+    ) -> "ImagesResponse":
+        """The response to request: base64 PNGs, or when the request asked for URLs, urls (one per image)."""
+        images = sorted(images, key=lambda image: image.index)
+        if request.wants_base64():
+            data = [
+                ImageData(b64_json=base64.b64encode(image.png).decode(), revised_prompt=request.prompt)
+                for image in images
+            ]
+        else:
+            if urls is None or len(urls) != len(images):
+                raise ValueError("a URL is needed for each image")
+            data = [ImageData(url=url, revised_prompt=request.prompt) for url in urls]
+        size = f"{images[0].width}x{images[0].height}"
+        return cls(
+            created=int(time.time()),
+            data=data,
+            size=size if size in RESPONSE_SIZES else None,
+            seed=images[0].seed,
+        )

@@ -4,7 +4,6 @@ Images asked for as URLs are written to a local store and served by the bridge u
 """
 
 import asyncio
-import base64
 import contextlib
 import logging
 import secrets
@@ -15,7 +14,7 @@ import grpc
 
 from multai.common.v1 import common_pb2
 from multai.image.v1 import image_pb2, image_pb2_grpc
-from multai.openai.images import RESPONSE_SIZES, ImageData, ImageGenerationRequest, ImagesResponse
+from multai.openai.images import ImageGenerationRequest, ImagesResponse
 from rest_bridge.errors import OpenAIError, from_rpc_error
 from rest_bridge.serving.rpc import open_stream
 
@@ -110,20 +109,8 @@ class ImageServing:
             raise OpenAIError(
                 502, f"the image service returned {len(images)} images, not {request.n}", type="server_error"
             )
-        images.sort(key=lambda image: image.index)
-        prompt = request.prompt
         if request.wants_base64():
-            data = [
-                ImageData(b64_json=base64.b64encode(image.png).decode(), revised_prompt=prompt)
-                for image in images
-            ]
-        else:
-            names = [await asyncio.to_thread(self._store.put, image.png) for image in images]
-            data = [ImageData(url=f"{files_url}/{name}", revised_prompt=prompt) for name in names]
-        size = f"{images[0].width}x{images[0].height}"
-        return ImagesResponse(
-            created=int(time.time()),
-            data=data,
-            size=size if size in RESPONSE_SIZES else None,
-            seed=images[0].seed,
-        )
+            return ImagesResponse.from_pb(images, request)
+        images.sort(key=lambda image: image.index)
+        names = [await asyncio.to_thread(self._store.put, image.png) for image in images]
+        return ImagesResponse.from_pb(images, request, [f"{files_url}/{name}" for name in names])

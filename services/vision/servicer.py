@@ -48,11 +48,23 @@ def turns_from_pb(messages: list[vision_pb2.VisionMessage], max_images: int) -> 
 
 
 def sampling_from_pb(sampling: chat_pb2.SamplingParams) -> VisionSampling:
-    """The sampling fields LLaVA generation uses."""
+    """The sampling fields LLaVA generation uses; those it has no counterpart for are refused, not dropped."""
+    # transformers' generate() has no presence or frequency penalty, and logit_bias would need token ids
+    # of LLaVA's own vocabulary; 0 (the OpenAI default that some clients always send) changes nothing.
+    unsupported = {
+        "logit_bias": bool(sampling.logit_bias),
+        "presence_penalty": sampling.presence_penalty != 0,
+        "frequency_penalty": sampling.frequency_penalty != 0,
+    }
+    for name, used in unsupported.items():
+        if used:
+            raise InvalidRequestError(f"'{name}' is not supported by vision models", param=name)
     return VisionSampling(
         max_tokens=sampling.max_tokens if sampling.HasField("max_tokens") else None,
         temperature=sampling.temperature if sampling.HasField("temperature") else None,
         top_p=sampling.top_p if sampling.HasField("top_p") else None,
+        top_k=sampling.top_k if sampling.HasField("top_k") else None,
+        repeat_penalty=sampling.repeat_penalty if sampling.HasField("repeat_penalty") else None,
         seed=sampling.seed if sampling.HasField("seed") else None,
         stop=checked_stops(sampling.stop),
     )

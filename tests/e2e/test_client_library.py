@@ -11,6 +11,7 @@ from PIL import Image
 
 from multai.client import APITimeoutError, AsyncMultAI, MultAI, NotFoundError
 from multai.client.types import ImageProgress
+from multai.openai.images import ImagesResponse
 from tests.e2e.mesh import Mesh
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -89,15 +90,17 @@ def test_image_generation_reports_each_step(grpc_client: MultAI) -> None:
         size="64x64",
         num_inference_steps=2,
         seed=3,
+        response_format="b64_json",
         on_progress=steps.append,
         priority="urgent",
     )
     assert [(p.step, p.total_steps) for p in steps] == [(1, 2), (2, 2)]
     (image,) = response.data
-    assert base64.b64decode(image.b64_json or "") == image.png and image.seed == 3
-    with Image.open(io.BytesIO(image.png)) as picture:
+    assert image.url is None and image.revised_prompt == "a red bicycle" and response.seed == 3
+    with Image.open(io.BytesIO(base64.b64decode(image.b64_json or ""))) as picture:
         assert picture.format == "PNG" and picture.size == (64, 64)
-    assert response.size == "64x64"
+    # As from the REST bridge: the same model, and size only where OpenAI's schema has it.
+    assert isinstance(response, ImagesResponse) and response.size is None
 
 
 def test_embeddings(grpc_client: MultAI) -> None:

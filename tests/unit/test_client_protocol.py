@@ -381,7 +381,8 @@ def test_malformed_image_sizes_are_refused(size: str) -> None:
 def test_image_stream_reports_progress_and_keeps_pictures_in_request_order() -> None:
     progress: list[tuple[int, int]] = []
     collector = protocol.ImageCollector(
-        {"prompt": "a cat", "response_format": "url"}, lambda p: progress.append((p.step, p.total_steps))
+        {"prompt": "a cat", "response_format": "url", "n": 2},
+        lambda p: progress.append((p.step, p.total_steps)),
     )
     for step in (1, 2):
         collector.add(
@@ -394,11 +395,16 @@ def test_image_stream_reports_progress_and_keeps_pictures_in_request_order() -> 
         collector.add(image_pb2.GenerateImagesResponse(image=picture))
     response = collector.result()
     assert progress == [(1, 2), (2, 2)]
-    assert [image.seed for image in response.data] == [7, 8] and response.size == "64x32"
-    assert response.data[0].url == "data:image/png;base64," + base64.b64encode(b"\0").decode()
+    assert response.seed == 7 and response.size is None
+    assert [image.url for image in response.data] == [
+        "data:image/png;base64," + base64.b64encode(bytes([index])).decode() for index in (0, 1)
+    ]
     assert response.data[0].b64_json is None
+    # A stream that ends short of n pictures is an error, not a shorter answer.
+    short = protocol.ImageCollector({"prompt": "x", "n": 2})
+    short.add(image_pb2.GenerateImagesResponse(image=picture))
     with pytest.raises(InternalServerError):
-        protocol.ImageCollector({"prompt": "x"}).result()
+        short.result()
 
 
 def listing(*ids: str) -> model_control_pb2.ListModelsResponse:

@@ -5,6 +5,7 @@ import json
 import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,20 @@ def test_same_seed_gives_the_same_text_and_other_seeds_differ(backend):
     first, second = run(backend, turns, sampled(7)), run(backend, turns, sampled(7))
     assert first == second
     assert {run(backend, turns, sampled(seed))[0] for seed in (1, 2, 3)} != {first[0]}
+
+
+def test_top_k_of_one_samples_the_greedy_reply(backend):
+    turns = ask(QUESTION, encoded_image("PNG"))
+    greedy_text = run(backend, turns, greedy(12))[0]
+    top_one = replace(sampled(5), top_k=1, top_p=1.0)
+    assert {run(backend, turns, replace(top_one, seed=seed))[0] for seed in (1, 2)} == {greedy_text}
+
+
+def test_repeat_penalty_changes_the_greedy_reply(backend):
+    turns = ask(QUESTION, encoded_image("PNG"))
+    plain = run(backend, turns, greedy(16))[0]
+    assert run(backend, turns, replace(greedy(16), repeat_penalty=1.0))[0] == plain
+    assert run(backend, turns, replace(greedy(16), repeat_penalty=20.0))[0] != plain
 
 
 def test_stop_sequence_cuts_the_reply(backend):

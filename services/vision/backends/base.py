@@ -22,6 +22,8 @@ class VisionSampling:
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
+    repeat_penalty: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
 

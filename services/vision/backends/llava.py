@@ -226,13 +226,19 @@ class LlavaBackend:
 
 def _sampling_kwargs(sampling: VisionSampling) -> dict[str, Any]:
     """generate()'s sampling arguments: greedy at temperature 0, sampled otherwise."""
+    # The repetition penalty also applies to greedy decoding, as llama.cpp's does.
+    penalty = {} if sampling.repeat_penalty is None else {"repetition_penalty": sampling.repeat_penalty}
     temperature = sampling.temperature if sampling.temperature is not None else DEFAULT_TEMPERATURE
     if temperature <= 0:
-        return {"do_sample": False}
+        return {"do_sample": False, **penalty}
+    # Unset, top_k is the model's generation config's; 0 disables it in transformers as in llama.cpp.
+    top_k = {} if sampling.top_k is None else {"top_k": sampling.top_k}
     return {
         "do_sample": True,
         "temperature": temperature,
         "top_p": sampling.top_p if sampling.top_p is not None else DEFAULT_TOP_P,
+        **top_k,
+        **penalty,
     }
 
 
