@@ -34,6 +34,7 @@ import httpx
 from bench import guidellm_runs
 from multai.bundled_models import install_bundled
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
+from multai.mesh_tls import MeshChannels
 from multai.registry import read_manifest
 from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port, start_mesh
 
@@ -135,9 +136,9 @@ def rest_runner(base_url: str, max_tokens: int) -> Runner:
     return run
 
 
-def grpc_runner(address: str, max_tokens: int) -> Runner:
+def grpc_runner(channels: MeshChannels, address: str, max_tokens: int) -> Runner:
     """Streams from the chat service's gRPC API."""
-    channel = grpc.aio.insecure_channel(address)
+    channel = channels.aio_channel(address)
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     request = chat_pb2.CreateChatCompletionRequest(
         model=MODEL,
@@ -422,7 +423,7 @@ def run(
             parallel=str(PARALLEL),
             max_queue_per_level="4096",
         )
-        chat_address, mesh_url = mesh.chat_address, mesh.base_url
+        mesh_channels, chat_address, mesh_url = mesh.channels, mesh.chat_address, mesh.base_url
         in_process = InProcessWorker(model_path, threads)
 
         async def measure() -> list[Batch]:
@@ -430,7 +431,7 @@ def run(
             runners = {
                 "llama_server": rest_runner(server_url, max_tokens),
                 "mesh_rest": rest_runner(mesh_url, max_tokens),
-                "mesh_grpc": grpc_runner(chat_address, max_tokens),
+                "mesh_grpc": grpc_runner(mesh_channels, chat_address, max_tokens),
             }
 
             async def turn(system: str, concurrency: int, count: int) -> Batch:

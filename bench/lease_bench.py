@@ -16,6 +16,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,13 +24,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from multai.common.v1 import common_pb2
+from multai.mesh_tls import MeshChannels, ensure_mesh_certs
 from multai.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from multai.scheduler_client import SchedulerClient
 from tests.e2e.mesh import PROJECT_ROOT, free_port
 
 
-async def _wait_serving(address: str) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _wait_serving(channels: MeshChannels, address: str) -> None:
+    async with channels.aio_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for _ in range(200):
             try:
@@ -42,16 +44,16 @@ async def _wait_serving(address: str) -> None:
     raise RuntimeError("scheduler did not start")
 
 
-async def _client(address: str, models: int) -> SchedulerClient:
+async def _client(channels: MeshChannels, address: str, models: int) -> SchedulerClient:
     footprints = [scheduler_pb2.ModelFootprint(model=f"m{i}", size_bytes=1_000) for i in range(models)]
-    client = SchedulerClient(address, "bench")
+    client = SchedulerClient(address, "bench", channels)
     await client.start(10, footprints)
     return client
 
 
-async def round_trips(address: str, leases: int) -> list[float]:
+async def round_trips(channels: MeshChannels, address: str, leases: int) -> list[float]:
     """Seconds per claim -> grant -> release, one after another."""
-    client = await _client(address, 1)
+    client = await _client(channels, address, 1)
     seconds = []
     for i in range(leases):
         started = time.perf_counter()
@@ -61,9 +63,9 @@ async def round_trips(address: str, leases: int) -> list[float]:
     return seconds
 
 
-async def unary_round_trips(address: str, calls: int) -> list[float]:
+async def unary_round_trips(channels: MeshChannels, address: str, calls: int) -> list[float]:
     """Seconds per bare unary RPC (GetStatus) to the same scheduler: the gRPC floor of this machine."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channels.aio_channel(address) as channel:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
         seconds = []
         for _ in range(calls):
@@ -73,9 +75,9 @@ async def unary_round_trips(address: str, calls: int) -> list[float]:
     return seconds
 
 
-async def throughput(address: str, concurrency: int, leases: int) -> float:
+async def throughput(channels: MeshChannels, address: str, concurrency: int, leases: int) -> float:
     """Grants per second with `concurrency` holders taking and releasing leases in a loop."""
-    client = await _client(address, concurrency)
+    client = await _client(channels, address, concurrency)
 
     async def worker(index: int, count: int) -> None:
         for i in range(count):
@@ -91,7 +93,15 @@ async def throughput(address: str, concurrency: int, leases: int) -> float:
 
 
 def run(leases: int, concurrency: int) -> dict[str, float]:
-    """Starts two schedulers (exclusive leases, then `concurrency` leases) and measures each."""
+    """Starts two schedulers (exclusive leases, then `concurrency` leases) and measures each, over the
+    mesh's mutual TLS with certificates made for the run."""
+    with tempfile.TemporaryDirectory() as scratch:
+        certs = Path(scratch)
+        ensure_mesh_certs(certs)
+        return _measure(MeshChannels(certs), leases, concurrency)
+
+
+def _measure(channels: MeshChannels, leases: int, concurrency: int) -> dict[str, float]:
     results: dict[str, float] = {}
     for max_leases in (1, concurrency):
         port = free_port()
@@ -106,15 +116,17 @@ def run(leases: int, concurrency: int) -> dict[str, float]:
                 str(max_leases),
                 "--log-level",
                 "WARNING",
+                "--certs-dir",
+                str(channels.certs_dir),
             ],
             cwd=PROJECT_ROOT,
         )
         address = f"127.0.0.1:{port}"
         try:
-            asyncio.run(_wait_serving(address))
+            asyncio.run(_wait_serving(channels, address))
             if max_leases == 1:
-                samples = asyncio.run(round_trips(address, leases))
-                floor = asyncio.run(unary_round_trips(address, leases))
+                samples = asyncio.run(round_trips(channels, address, leases))
+                floor = asyncio.run(unary_round_trips(channels, address, leases))
                 ordered = sorted(samples)
                 results["lease_round_trip_p50_ms"] = statistics.median(samples) * 1e3
                 results["lease_round_trip_p95_ms"] = ordered[int(0.95 * (len(ordered) - 1))] * 1e3
@@ -123,7 +135,7 @@ def run(leases: int, concurrency: int) -> dict[str, float]:
                 results["lease_p50_over_unary_p50"] = statistics.median(samples) / statistics.median(floor)
             else:
                 results[f"grants_per_s_concurrency_{concurrency}"] = asyncio.run(
-                    throughput(address, concurrency, leases)
+                    throughput(channels, address, concurrency, leases)
                 )
         finally:
             scheduler.terminate()

@@ -11,8 +11,11 @@ import grpc
 from pydantic import Field
 
 from multai.bundled_models import BUNDLED_MODELS, install_bundled
+from multai.certs_cli import add_certs_parser, run_certs_command
 from multai.common.v1 import common_pb2
 from multai.grpc_server import configure_logging
+from multai.keys_cli import add_keys_parser, run_keys_command
+from multai.mesh_tls import MeshChannels, ensure_mesh_certs
 from multai.registry import ModelRegistry
 from multai.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from multai.settings import MultaiSettings, load_settings
@@ -49,6 +52,9 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
     """The processes of the local mesh, in start order."""
     scheduler = f"127.0.0.1:{settings.scheduler_port}"
     common = ["--models-dir", str(settings.models_dir), "--log-level", settings.log_level]
+    common += ["--state-dir", str(settings.state_dir), "--certs-dir", str(settings.mesh_certs_dir())]
+    common.append("--mesh-tls" if settings.mesh_tls else "--no-mesh-tls")
+    channels = MeshChannels.from_settings(settings)
     ports = {name: getattr(settings, f"{name}_port") for name in MODEL_SERVICES}
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
 
@@ -58,7 +64,7 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
             python_module(
                 f"services.{name}", "--port", str(ports[name]), "--scheduler-address", scheduler, *common
             ),
-            lambda: grpc_serving(addresses[name]),
+            lambda: grpc_serving(channels, addresses[name]),
         )
 
     bridge_addresses = [
@@ -75,7 +81,7 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
                 str(settings.metrics_port),
                 *common,
             ),
-            lambda: grpc_serving(scheduler),
+            lambda: grpc_serving(channels, scheduler),
         ),
         *(model_service(name) for name in MODEL_SERVICES),
         Child(
@@ -100,6 +106,8 @@ async def serve(settings: ServeSettings) -> None:
     """Runs the mesh until Ctrl-C or SIGTERM."""
     if settings.install_models:
         install_bundled(settings.models_dir)
+    if settings.mesh_tls:
+        ensure_mesh_certs(settings.mesh_certs_dir())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,9 +157,9 @@ def format_status(status: scheduler_pb2.GetStatusResponse) -> str:
     return "\n".join(lines)
 
 
-async def fetch_status(address: str) -> scheduler_pb2.GetStatusResponse:
+async def fetch_status(channels: MeshChannels, address: str) -> scheduler_pb2.GetStatusResponse:
     """One GetStatus call."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channels.aio_channel(address) as channel:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
         request = scheduler_pb2.GetStatusRequest()
         status: scheduler_pb2.GetStatusResponse = await stub.GetStatus(request, timeout=5)
@@ -170,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="queue, leases, resident models and memory of the scheduler")
     status.add_argument("--scheduler-address", help="host:port of the scheduler (default: settings)")
+    status.add_argument(
+        "--certs-dir", help="certs folder (default: MULTAI_CERTS_DIR, else MULTAI_STATE_DIR/certs)"
+    )
     models = commands.add_parser("models", help="list or install models")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     listing = model_commands.add_parser("list", help="the models installed in the models folder")
@@ -177,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("names", nargs="*", help=f"which ones (default: all of {', '.join(BUNDLED_MODELS)})")
     for sub in (status, listing, install):
         sub.add_argument("--models-dir", help="folder of model folders (default: MULTAI_MODELS_DIR)")
+    add_keys_parser(commands)
+    add_certs_parser(commands)
     return parser
 
 
@@ -196,10 +209,17 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("WARNING")
     if args.command == "status":
         try:
-            status = asyncio.run(fetch_status(settings_common.scheduler_address))
+            channels = MeshChannels.from_settings(settings_common)
+            status = asyncio.run(fetch_status(channels, settings_common.scheduler_address))
         except grpc.aio.AioRpcError as exc:
             sys.exit(f"scheduler at {settings_common.scheduler_address} did not answer: {exc.code().name}")
+        except FileNotFoundError as exc:
+            sys.exit(str(exc))
         print(format_status(status))
+    elif args.command == "keys":
+        run_keys_command(args)
+    elif args.command == "certs":
+        run_certs_command(args)
     elif args.models_command == "list":
         registry = ModelRegistry.scan(settings_common.models_dir)
         print("MODEL                         MODALITY  BACKEND                SIZE       ALIASES")

@@ -1,4 +1,4 @@
-"""The one gRPC server bootstrap every process uses: interceptor, health, reflection, graceful SIGTERM."""
+"""The one gRPC server bootstrap every process uses: mutual TLS, interceptor, health, graceful SIGTERM."""
 
 import asyncio
 import inspect
@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from multai.errors import MultaiError
+from multai.mesh_tls import server_credentials
 from multai.settings import GrpcServiceSettings, SettingsT, load_settings
 
 log = logging.getLogger(__name__)
@@ -29,30 +30,55 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> Non
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the service log")
 
 
-def _wrap(behavior: Behavior, method: str) -> Behavior:
-    """Wraps one RPC behaviour so that domain errors become their status and anything else INTERNAL."""
+async def _abort_overdue(context: grpc.aio.ServicerContext, limit: float) -> None:
+    await context.abort(
+        grpc.StatusCode.DEADLINE_EXCEEDED, f"the request ran longer than this service's limit of {limit:g}s"
+    )
+
+
+def _wrap(behavior: Behavior, method: str, max_seconds: float | None) -> Behavior:
+    """Wraps one RPC behaviour so that domain errors become their status and anything else INTERNAL, and
+    a call running past max_seconds is cancelled (its work stops, its lease is released) with
+    DEADLINE_EXCEEDED, whatever deadline the caller set."""
     if inspect.isasyncgenfunction(behavior):
 
         async def stream_wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            deadline = None if max_seconds is None else asyncio.get_running_loop().time() + max_seconds
+            items = behavior(request, context)
             try:
-                async for item in behavior(request, context):
+                while True:
+                    # Only the service's own work is timed, never the wait for the client to take an item.
+                    async with asyncio.timeout_at(deadline):
+                        try:
+                            item = await anext(items)
+                        except StopAsyncIteration:
+                            return
                     yield item
             except MultaiError as exc:
                 await _abort_with(context, exc)
             except grpc.aio.AbortError:
                 raise
+            except TimeoutError:
+                assert max_seconds is not None
+                await _abort_overdue(context, max_seconds)
             except Exception:
                 await _abort_internal(context, method)
+            finally:
+                await items.aclose()
 
         return stream_wrapper
 
     async def unary_wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await behavior(request, context)
+            async with asyncio.timeout(max_seconds):
+                return await behavior(request, context)
         except MultaiError as exc:
             await _abort_with(context, exc)
         except grpc.aio.AbortError:
             raise
+        except TimeoutError:
+            assert max_seconds is not None
+            await _abort_overdue(context, max_seconds)
         except Exception:
             await _abort_internal(context, method)
 
@@ -60,7 +86,12 @@ def _wrap(behavior: Behavior, method: str) -> Behavior:
 
 
 class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
-    """The single place where servicers' typed errors become gRPC status codes."""
+    """The single place where servicers' typed errors become gRPC status codes, and where the service's
+    longest run time per call is enforced (max_call_seconds; gRPC's own health and reflection are exempt:
+    health watches are meant to stay open)."""
+
+    def __init__(self, max_call_seconds: float | None = None) -> None:
+        self._max_call_seconds = max_call_seconds
 
     async def intercept_service(
         self,
@@ -71,17 +102,18 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
+        limit = None if method.startswith("/grpc.") else self._max_call_seconds
         codec = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary, method), **codec)
+            return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary, method, limit), **codec)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, method), **codec)
+            return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, method, limit), **codec)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, method), **codec)
-        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, method), **codec)
+            return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, method, limit), **codec)
+        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, method, limit), **codec)
 
 
 def configure_logging(level: str) -> None:
@@ -106,15 +138,18 @@ async def run_grpc_server(
     *,
     on_started: Callable[[], Awaitable[None]] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
+    max_call_seconds: float | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT.
 
     add_servicers registers the servicers and returns their full service names. Health says NOT_SERVING
     until on_started has finished (e.g. registration with the scheduler), and again as soon as a stop
-    signal arrives; then in-flight RPCs get the grace period and on_stopping releases what is held.
+    signal arrives; then in-flight RPCs get the grace period and on_stopping releases what is held. The port
+    speaks mutual TLS (`multai.mesh_tls`) unless `mesh_tls` is off; reflection is served only when
+    `grpc_reflection` is on. A call running past max_call_seconds is cancelled with DEADLINE_EXCEEDED.
     """
     server = grpc.aio.server(
-        interceptors=[DomainErrorInterceptor()],
+        interceptors=[DomainErrorInterceptor(max_call_seconds)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -123,15 +158,20 @@ async def run_grpc_server(
     service_names = list(add_servicers(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    if settings.grpc_reflection:
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
     not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:
         await health_servicer.set(name, not_serving)
 
     address = f"{settings.host}:{settings.port}"
-    server.add_insecure_port(address)
+    if settings.mesh_tls:
+        server.add_secure_port(address, server_credentials(settings.mesh_certs_dir()))
+    else:
+        log.warning("mesh_tls is off: anyone who reaches %s can call every RPC", address)
+        server.add_insecure_port(address)
     await server.start()
     log.info("listening on %s", address)
 

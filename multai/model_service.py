@@ -8,6 +8,7 @@ import grpc
 
 from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
 from multai.grpc_server import run_grpc_server
+from multai.mesh_tls import MeshChannels
 from multai.model_control import ModelControlServicer
 from multai.model_host import ModelHost
 from multai.registry import Modality, ModelManifest, ModelRegistry
@@ -27,14 +28,16 @@ async def serve_model_service(
     """Serves the models of the given modalities found in the models folder until SIGTERM.
 
     add_servicers registers the modality's own servicers and returns their full service names;
-    ModelControlService, health and reflection come with every service.
+    ModelControlService and health come with every service (reflection when grpc_reflection is on).
     """
     # Models are local folders: the hubs' offline switches make any attempt to reach one fail at once
     # instead of sending a request off the machine.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     registry = ModelRegistry.scan(settings.models_dir, modalities)
-    scheduler = SchedulerClient(settings.scheduler_address, service_name)
+    scheduler = SchedulerClient(
+        settings.scheduler_address, service_name, MeshChannels.from_settings(settings)
+    )
     host: ModelHost[Any] = ModelHost(
         service_name, registry, make_backend, scheduler, settings.lease_wait_seconds
     )
@@ -47,4 +50,10 @@ async def serve_model_service(
     async def on_started() -> None:
         await host.start(settings.scheduler_connect_seconds)
 
-    await run_grpc_server(settings, add_all, on_started=on_started, on_stopping=host.stop)
+    await run_grpc_server(
+        settings,
+        add_all,
+        on_started=on_started,
+        on_stopping=host.stop,
+        max_call_seconds=settings.max_request_seconds,
+    )

@@ -1,8 +1,13 @@
 """OpenAI-facing values that the REST bridge and the client library read the same way: priority levels,
 finish reasons, embedding inputs, image models and sizes."""
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from annotated_types import Interval
+from google.protobuf.message import Message
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
@@ -23,10 +28,73 @@ RESPONSE_FORMAT_TYPES = {
 }
 IMAGE_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_IMAGE_MODEL = "dall-e-2"
+# Classifier-free guidance past this only burns the picture.
+MAX_GUIDANCE_SCALE = 30.0
 # OpenAI's limit on inputs per embeddings request.
 MAX_EMBEDDING_INPUTS = 2048
 # OpenAI's limit for chat and completions.
 MAX_STOP_SEQUENCES = 4
+# Each choice takes a slot of the model's batch; past its slots they wait their turn under the same lease.
+MAX_CHOICES = 8
+# OpenAI's limits.
+MAX_TOP_LOGPROBS = 20
+MAX_LOGIT_BIAS = 100.0
+
+
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a numeric field, inclusive; `positive` excludes the lower end."""
+
+    low: float
+    high: float
+    positive: bool = False
+
+    def interval(self) -> Interval:
+        """The bound as a constraint for a pydantic field's Annotated type, so /openapi.json shows it."""
+        return Interval(gt=self.low, le=self.high) if self.positive else Interval(ge=self.low, le=self.high)
+
+    def holds(self, value: float) -> bool:
+        """Whether value is in range; NaN never is."""
+        above = value > self.low if self.positive else value >= self.low
+        return above and value <= self.high and not math.isnan(value)
+
+    def text(self) -> str:
+        """The range in words, for error messages."""
+        if self.positive:
+            return f"greater than {self.low:g} and at most {self.high:g}"
+        return f"between {self.low:g} and {self.high:g}"
+
+
+# The bounds of the sampling and engine fields. The request models declare them, so /openapi.json shows
+# them and no value outside protobuf's range reaches a message; the services check them again
+# (check_bounds), so a direct gRPC caller cannot do what a REST caller cannot.
+SAMPLING_BOUNDS: dict[str, Bound] = {
+    "temperature": Bound(0, 2),
+    "top_p": Bound(0, 1),
+    "max_tokens": Bound(1, INT32_MAX),
+    "seed": Bound(INT64_MIN, INT64_MAX),
+    "presence_penalty": Bound(-2, 2),
+    "frequency_penalty": Bound(-2, 2),
+    "top_k": Bound(0, INT32_MAX),
+    "repeat_penalty": Bound(0, 100, positive=True),
+}
+ENGINE_BOUNDS: dict[str, Bound] = {
+    # More threads than cores only contend; 256 is past any machine this serves.
+    "n_threads": Bound(1, 256),
+    # -1 offloads every layer.
+    "n_gpu_layers": Bound(-1, 100_000),
+}
+
+
+def check_bounds(message: Message, bounds: Mapping[str, Bound]) -> None:
+    """Raises InvalidRequestError naming the first set field of message that is out of its bound."""
+    for name, bound in bounds.items():
+        if message.HasField(name) and not bound.holds(getattr(message, name)):
+            raise InvalidRequestError(f"{name} must be {bound.text()}", param=name)
 
 
 def checked_stops(stops: Sequence[str]) -> list[str]:

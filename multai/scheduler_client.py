@@ -15,6 +15,7 @@ import grpc
 
 from multai.common.v1 import common_pb2
 from multai.errors import ResourceExhaustedError, ServiceUnavailableError
+from multai.mesh_tls import MeshChannels
 from multai.scheduler.v1 import scheduler_pb2 as pb
 from multai.scheduler.v1 import scheduler_pb2_grpc
 
@@ -52,8 +53,8 @@ async def _nothing_to_unload(model: str) -> None:
 class SchedulerClient:
     """Registers the service's models and hands out leases; unload commands go to `on_unload`."""
 
-    def __init__(self, address: str, service_name: str) -> None:
-        self._channel = grpc.aio.insecure_channel(address)
+    def __init__(self, address: str, service_name: str, channels: MeshChannels) -> None:
+        self._channel = channels.aio_channel(address)
         self._stub = scheduler_pb2_grpc.SchedulerServiceStub(self._channel)
         self._service_name = service_name
         self._footprints: list[pb.ModelFootprint] = []

@@ -29,6 +29,11 @@ def default_models_dir() -> Path:
     return Path.home() / ".local" / "share" / "multai" / "models"
 
 
+def default_state_dir() -> Path:
+    """Where the state database and the mesh's certificates live unless MULTAI_STATE_DIR says otherwise."""
+    return Path.home() / ".local" / "share" / "multai" / "state"
+
+
 class TomlSectionSource(PydanticBaseSettingsSource):
     """Reads the top-level keys and the process's own [section] of the file named by MULTAI_CONFIG."""
 
@@ -60,6 +65,23 @@ class MultaiSettings(BaseSettings):
     models_dir: Path = Field(default_factory=default_models_dir, description="Folder of model folders.")
     scheduler_address: str = Field("127.0.0.1:50050", description="host:port of the scheduler.")
     log_level: str = Field("INFO", description="Python logging level.")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Folder of the state database and the mesh's certificates.",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the state database; default: SQLite in the state folder."
+    )
+    mesh_tls: bool = Field(
+        True, description="Mutual TLS on every gRPC connection, with the certificates in the certs folder."
+    )
+    certs_dir: Path | None = Field(
+        None, description="Folder of the mesh's CA and certificates (multai certs); default: STATE_DIR/certs."
+    )
+
+    def mesh_certs_dir(self) -> Path:
+        """The certs folder in effect."""
+        return self.certs_dir if self.certs_dir is not None else self.state_dir / "certs"
 
     @classmethod
     def settings_customise_sources(
@@ -79,6 +101,7 @@ class GrpcServiceSettings(MultaiSettings):
     host: str = Field("127.0.0.1", description="Address to bind; 127.0.0.1 keeps the mesh local.")
     port: int = Field(description="Port to bind.")
     shutdown_grace_seconds: float = Field(5.0, description="Time in-flight RPCs get on SIGTERM.")
+    grpc_reflection: bool = Field(False, description="Serve gRPC reflection (for grpcurl and debugging).")
     max_message_bytes: int = Field(
         32 * 1024 * 1024, ge=4 * 1024 * 1024, description="Largest gRPC message (uploads reach 25 MB)."
     )
@@ -90,6 +113,11 @@ class ModelServiceSettings(GrpcServiceSettings):
     lease_wait_seconds: float = Field(600.0, gt=0, description="Longest wait in the scheduler's queue.")
     scheduler_connect_seconds: float = Field(
         30.0, gt=0, description="Longest wait for the scheduler at start."
+    )
+    max_request_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Longest a call may run, queue wait included; past it the work stops (504 over REST).",
     )
 
 

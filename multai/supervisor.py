@@ -13,6 +13,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from multai.mesh_tls import MeshChannels
+
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
@@ -24,9 +26,9 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def grpc_serving(address: str) -> bool:
+async def grpc_serving(channels: MeshChannels, address: str) -> bool:
     """True when the gRPC health service at address says SERVING."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channels.aio_channel(address) as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=1

@@ -6,23 +6,30 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2_grpc
+from prometheus_client import CollectorRegistry
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from multai.api_keys import KeyStore
 from multai.audio.v1 import audio_pb2_grpc
 from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import model_control_pb2_grpc
 from multai.image.v1 import image_pb2_grpc
+from multai.mesh_tls import MeshChannels
 from multai.openai.common import validation_failure
+from multai.state_db import database_url, open_engine
 from multai.vision.v1 import vision_pb2_grpc
+from rest_bridge.auth import KeyAuthMiddleware, KeyRing
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
+from rest_bridge.guards import BodyLimitMiddleware, HostAllowListMiddleware
+from rest_bridge.openapi import truthful_openapi
 from rest_bridge.routes import audio, chat, completions, embeddings, health, images, models, responses, vision
 from rest_bridge.serving.audio import AudioServing
 from rest_bridge.serving.chat import ChatServing
@@ -36,6 +43,8 @@ from rest_bridge.serving.vision import VisionServing
 
 REQUEST_ID_HEADER = "X-Request-Id"
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# How often the bridge reloads keys (a new or revoked key takes effect within this) and writes usage.
+KEY_SYNC_SECONDS = 1.0
 
 
 def validation_error(exc: RequestValidationError) -> OpenAIError:
@@ -75,6 +84,8 @@ class RequestIdMiddleware:
 
 def create_app(settings: BridgeSettings) -> FastAPI:
     """The bridge's ASGI app; channels open on startup and close on shutdown."""
+    metrics = CollectorRegistry()
+    keys = KeyRing(KeyStore(open_engine(database_url(settings))), metrics, settings.keys_required())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,8 +93,9 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.max_receive_message_length", settings.max_message_bytes),
         ]
+        mesh = MeshChannels.from_settings(settings)
         channels = {
-            name: grpc.aio.insecure_channel(address, options=options)
+            name: mesh.aio_channel(address, options)
             for name, address in (
                 ("scheduler", settings.scheduler_address),
                 ("chat", settings.chat_address),
@@ -115,16 +127,36 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         )
         app.state.public_base_url = settings.public_base_url
         app.state.health = {name: health_pb2_grpc.HealthStub(channel) for name, channel in channels.items()}
-        sweeper = asyncio.create_task(app.state.image_store.sweep_forever())
+        app.state.metrics = metrics
+        await keys.refresh()
+        background = [
+            asyncio.create_task(app.state.image_store.sweep_forever()),
+            asyncio.create_task(keys.maintain_forever(KEY_SYNC_SECONDS)),
+        ]
         yield
-        sweeper.cancel()
+        for task in background:
+            task.cancel()
+        await asyncio.to_thread(keys.recorder.flush, keys.store)
         for channel in channels.values():
             await channel.close()
 
     app = FastAPI(title="MultAI", version="0.1.0", lifespan=lifespan)
     for module in (chat, responses, completions, embeddings, audio, images, vision, models, health):
         app.include_router(module.router)
+    app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
 
+    # The last added runs first: request ids, the Host check, CORS, API keys, then the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-MultAI-Priority"],
+            expose_headers=["X-Request-Id"],
+        )
+    app.add_middleware(KeyAuthMiddleware, keys=keys)
+    app.add_middleware(HostAllowListMiddleware, allowed_hosts=settings.answered_hosts())
     app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(OpenAIError)

@@ -1,11 +1,16 @@
 """Settings of the REST bridge process."""
 
+import ipaddress
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
 from multai.settings import MultaiSettings
+from rest_bridge.guards import LOOPBACK_HOSTS
+
+# Binding these serves every interface, so no one name of the server follows from them.
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
 
 
 class BridgeSettings(MultaiSettings):
@@ -36,4 +41,42 @@ class BridgeSettings(MultaiSettings):
     max_image_input_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest input image.")
     remote_image_timeout_seconds: float = Field(10.0, gt=0, description="Deadline of one image fetch.")
     max_message_bytes: int = Field(32 * 1024 * 1024, description="Largest gRPC message to a service.")
+    max_request_body_bytes: int = Field(
+        30 * 1024 * 1024,
+        gt=0,
+        description="Largest request body (413 past it); below max_message_bytes, which also holds the "
+        "request's other fields. OpenAI's own limit on uploads is 25 MB.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header names the API answers to, beside loopback names and the bound address "
+        "(against DNS rebinding); '*' allows any, e.g. behind a proxy that checks them.",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve a non-loopback address without API keys (only behind a proxy that authenticates).",
+    )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins browsers may call the API from; none (CORS off) by default.",
+    )
     request_timeout_seconds: float = Field(600.0, gt=0, description="Deadline of one inference call.")
+
+    def answered_hosts(self) -> list[str]:
+        """The Host names the API answers to: loopback, the bound address unless a wildcard, allowed_hosts."""
+        bound = [] if self.host in WILDCARD_ADDRESSES else [self.host]
+        return [*LOOPBACK_HOSTS, *bound, *self.allowed_hosts]
+
+    def keys_required(self) -> bool:
+        """Whether /v1 routes need a key even while none exists: bound beyond loopback, unless allowed."""
+        return not (self.allow_unauthenticated or is_loopback(self.host))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host names only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -9,15 +9,16 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from multai.mesh_tls import MeshChannels
+
 ResultT = TypeVar("ResultT")
 
 Channel: TypeAlias = grpc.aio.Channel
 StreamCall: TypeAlias = grpc.aio.UnaryStreamCall
 
 
-def open_channel(address: str, options: list[tuple[str, Any]]) -> Channel:
-    channel: Channel = grpc.aio.insecure_channel(address, options=options)
-    return channel
+def open_channel(channels: MeshChannels, address: str, options: list[tuple[str, Any]]) -> Channel:
+    return channels.aio_channel(address, options)
 
 
 async def read(call: StreamCall) -> Any | None:

@@ -5,6 +5,8 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from multai.mesh_tls import MeshChannels
+
 ResultT = TypeVar("ResultT")
 
 Channel: TypeAlias = grpc.Channel
@@ -12,9 +14,8 @@ Channel: TypeAlias = grpc.Channel
 StreamCall: TypeAlias = Any
 
 
-def open_channel(address: str, options: list[tuple[str, Any]]) -> Channel:
-    channel: Channel = grpc.insecure_channel(address, options=options)
-    return channel
+def open_channel(channels: MeshChannels, address: str, options: list[tuple[str, Any]]) -> Channel:
+    return channels.sync_channel(address, options)
 
 
 def read(call: StreamCall) -> Any | None:

@@ -280,7 +280,7 @@ class AsyncMultAI(ClientBase[_aio.Channel]):
         return AsyncModels(self)
 
     def _open_channel(self, address: str) -> _aio.Channel:
-        return _aio.open_channel(address, self.channel_options)
+        return _aio.open_channel(self.mesh_channels, address, self.channel_options)
 
     async def _unary(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
         """A call with one response."""

@@ -6,6 +6,7 @@ The two clients differ only in how they wait for a call; what they send and how 
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
 from multai.audio.v1 import audio_pb2_grpc
@@ -15,6 +16,8 @@ from multai.client.protocol import CallSettings, Rpc, Service, call_settings, ch
 from multai.client.settings import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT_SECONDS, ClientSettings
 from multai.common.v1 import model_control_pb2_grpc
 from multai.image.v1 import image_pb2_grpc
+from multai.mesh_tls import MESH_IDENTITY, MeshChannels
+from multai.settings import MultaiSettings
 
 STUB_CLASSES: dict[Service, type[Any]] = {
     "chat": chat_pb2_grpc.ChatServiceStub,
@@ -38,11 +41,17 @@ class ClientBase(ABC, Generic[ChannelT]):
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         priority: Priority = "normal",
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: bool = True,
+        certs_dir: Path | str | None = None,
+        client_cert: str = MESH_IDENTITY,
     ) -> None:
         """`target` serves every service (an edge proxy); `chat`/`audio`/`image` override it per service.
 
         `timeout` is the default deadline of a call in seconds and `priority` its default queue level;
-        each call may pass its own.
+        each call may pass its own. The mesh speaks mutual TLS: the client trusts `certs_dir`'s ca.pem
+        and presents `client_cert`.pem (`multai certs client NAME`; `mesh`, the mesh's own, by default).
+        `certs_dir` defaults to the mesh's default folder; `tls=False` talks plaintext to a mesh started
+        with `mesh_tls` off.
         """
         if not any((target, chat, audio, image)):
             raise ValueError("give target= or a service address (chat=, audio=, image=)")
@@ -57,18 +66,25 @@ class ClientBase(ABC, Generic[ChannelT]):
         self.timeout = timeout
         self.priority = priority
         self.max_message_bytes = max_message_bytes
+        # model_construct reads no environment: the defaults of every mesh process, nothing more.
+        folder = Path(certs_dir) if certs_dir else MultaiSettings.model_construct().mesh_certs_dir()
+        self.mesh_channels = MeshChannels(folder if tls else None, client_cert)
         self._channels: dict[str, ChannelT] = {}
         self._stubs: dict[tuple[type[Any], str], Any] = {}
 
     @classmethod
     def from_settings(cls, settings: ClientSettings | None = None) -> Self:
-        """A client for the addresses in settings (env MULTAI_*, the [client] section of MULTAI_CONFIG)."""
+        """A client for the addresses and certificate in settings (env MULTAI_*, the [client] section of
+        MULTAI_CONFIG)."""
         settings = settings or ClientSettings()
         priority: Priority = settings.priority  # type: ignore[assignment]
         common: Mapping[str, Any] = {
             "timeout": settings.timeout_seconds,
             "priority": priority,
             "max_message_bytes": settings.max_message_bytes,
+            "tls": settings.mesh_tls,
+            "certs_dir": settings.mesh_certs_dir(),
+            "client_cert": settings.client_cert,
         }
         if settings.edge_address:
             return cls(settings.edge_address, **common)

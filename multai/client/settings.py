@@ -1,4 +1,5 @@
-"""Where the client finds the services: env MULTAI_<NAME>, TOML section [client], or arguments."""
+"""Where the client finds the services and its certificate: env MULTAI_<NAME>, TOML section [client], or
+arguments."""
 
 from typing import ClassVar
 
@@ -26,3 +27,8 @@ class ClientSettings(MultaiSettings):
         DEFAULT_MAX_MESSAGE_BYTES, ge=4 * 1024 * 1024, description="Largest gRPC message (uploads, images)."
     )
     priority: int = Field(1, ge=0, le=2, description="Default queue level: 0 urgent, 1 normal, 2 background.")
+    client_cert: str = Field(
+        "mesh",
+        description="NAME of the certificate the client presents, NAME.pem and NAME-key.pem in the certs "
+        "folder (multai certs client NAME); mesh: the mesh's own.",
+    )

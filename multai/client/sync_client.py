@@ -272,7 +272,7 @@ class MultAI(ClientBase[_sync.Channel]):
         return Models(self)
 
     def _open_channel(self, address: str) -> _sync.Channel:
-        return _sync.open_channel(address, self.channel_options)
+        return _sync.open_channel(self.mesh_channels, address, self.channel_options)
 
     def _unary(self, rpc: protocol.UnaryRpc[Any, ResultT], params: Mapping[str, Any]) -> ResultT:
         """A call with one response."""

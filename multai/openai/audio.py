@@ -12,6 +12,15 @@ from multai.openai_objects import verbose_transcript_fields
 TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
 TimestampGranularity = Literal["word", "segment"]
 SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+# The MIME type of each speech format, as the audio service sends it.
+SPEECH_CONTENT_TYPES: dict[str, str] = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
 # OpenAI's limit on uploads.
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 

@@ -7,8 +7,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
-from multai.openai.common import OpenAIModel, SamplingFields, Usage, omitted_if_none
-from multai.openai_params import RESPONSE_FORMAT_TYPES, TOOL_CHOICE_MODES
+from multai.openai.common import OpenAIModel, SamplingFields, TokenId, Usage, omitted_if_none
+from multai.openai_params import (
+    MAX_CHOICES,
+    MAX_LOGIT_BIAS,
+    MAX_TOP_LOGPROBS,
+    RESPONSE_FORMAT_TYPES,
+    SAMPLING_BOUNDS,
+    TOOL_CHOICE_MODES,
+)
 
 
 class TextContentPart(OpenAIModel):
@@ -140,9 +147,7 @@ class NamedToolChoice(OpenAIModel):
 
 
 ToolChoiceParam = Literal["none", "auto", "required"] | NamedToolChoice
-# Token ids travel as protobuf int32; whether the model has the id is the chat service's check.
-TokenId = Annotated[int, Field(ge=-(2**31), lt=2**31)]
-Bias = Annotated[float, Field(ge=-100, le=100)]
+Bias = Annotated[float, Field(ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS)]
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -155,9 +160,11 @@ class ChatCompletionRequest(SamplingFields):
         None, description="Added to the logits of these token ids; -100 bans a token."
     )
     logprobs: bool | None = Field(None, description="Return the log probability of each generated token.")
-    max_completion_tokens: int | None = Field(None, ge=1, description="Replaces max_tokens in newer clients.")
-    # The chat service checks the upper limit, so that gRPC callers meet the same one.
-    n: int = Field(1, ge=1, description="How many choices to generate, at most 8.")
+    max_completion_tokens: Annotated[int, SAMPLING_BOUNDS["max_tokens"].interval()] | None = Field(
+        None, description="Replaces max_tokens in newer clients."
+    )
+    # The chat service checks the same limit, so that gRPC callers meet it.
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description="How many choices to generate.")
     parallel_tool_calls: bool | None = Field(None, description="Whether one reply may call several tools.")
     response_format: ResponseFormatParam | None = None
     tool_choice: ToolChoiceParam | None = Field(
@@ -165,7 +172,10 @@ class ChatCompletionRequest(SamplingFields):
     )
     tools: list[ChatCompletionTool] | None = None
     top_logprobs: int | None = Field(
-        None, ge=0, description="With logprobs: also return this many likeliest tokens per position, 0 to 20."
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="With logprobs: also return this many likeliest tokens per position, 0 to 20.",
     )
 
     def token_limit(self) -> int | None:

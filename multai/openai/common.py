@@ -1,11 +1,15 @@
 """Pydantic models shared by several endpoints."""
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from multai.chat.v1 import chat_pb2
+from multai.openai_params import ENGINE_BOUNDS, INT32_MAX, SAMPLING_BOUNDS
+
+# Token ids travel as protobuf int32; whether the model has the id is the chat service's check.
+TokenId = Annotated[int, Field(ge=-INT32_MAX - 1, le=INT32_MAX)]
 
 
 def validation_failure(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
@@ -71,23 +75,33 @@ class StreamOptions(OpenAIModel):
 class SamplingFields(Prioritized):
     """Sampling parameters common to chat and completions, with the seed design's llama.cpp extras."""
 
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    max_tokens: int | None = Field(None, ge=1, description="The most tokens to generate.")
+    frequency_penalty: Annotated[float, SAMPLING_BOUNDS["frequency_penalty"].interval()] | None = None
+    max_tokens: Annotated[int, SAMPLING_BOUNDS["max_tokens"].interval()] | None = Field(
+        None, description="The most tokens to generate."
+    )
     n: int = Field(1, ge=1, le=1, description="Choices to generate; only 1 is supported for now.")
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = Field(None, description="Same seed and parameters give the same output.")
+    presence_penalty: Annotated[float, SAMPLING_BOUNDS["presence_penalty"].interval()] | None = None
+    seed: Annotated[int, SAMPLING_BOUNDS["seed"].interval()] | None = Field(
+        None, description="Same seed and parameters give the same output."
+    )
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences that end generation.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
+    temperature: Annotated[float, SAMPLING_BOUNDS["temperature"].interval()] | None = None
+    top_p: Annotated[float, SAMPLING_BOUNDS["top_p"].interval()] | None = None
     user: str | None = None
-    top_k: int | None = Field(None, ge=0, description="llama.cpp: sample among the k most likely tokens.")
-    repeat_penalty: float | None = Field(
-        None, gt=0, description="llama.cpp: multiplicative repetition penalty."
+    top_k: Annotated[int, SAMPLING_BOUNDS["top_k"].interval()] | None = Field(
+        None, description="llama.cpp: sample among the k most likely tokens."
     )
-    n_threads: int | None = Field(None, ge=1, le=256, description="llama.cpp: CPU threads for this request.")
-    n_gpu_layers: int | None = Field(None, ge=-1, description="llama.cpp: layers to offload when on the GPU.")
+    repeat_penalty: Annotated[float, SAMPLING_BOUNDS["repeat_penalty"].interval()] | None = Field(
+        None, description="llama.cpp: multiplicative repetition penalty."
+    )
+    n_threads: Annotated[int, ENGINE_BOUNDS["n_threads"].interval()] | None = Field(
+        None, description="llama.cpp: CPU threads for this request."
+    )
+    n_gpu_layers: Annotated[int, ENGINE_BOUNDS["n_gpu_layers"].interval()] | None = Field(
+        None, description="llama.cpp: layers to offload when on the GPU."
+    )
 
     def stop_list(self) -> list[str]:
         """`stop` as a list."""

@@ -6,18 +6,20 @@ from pydantic import BaseModel, Field, field_validator
 
 from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
-from multai.openai.common import Prioritized
+from multai.openai.common import Prioritized, TokenId
 from multai.openai_objects import embedding_vector
-from multai.openai_params import embedding_inputs
+from multai.openai_params import INT32_MAX, embedding_inputs
 
 
 class EmbeddingRequest(Prioritized):
     """The request body; token-id inputs are ids of the model's own tokenizer."""
 
-    input: str | list[str] | list[int] | list[list[int]] = Field(description="Text or token ids to embed.")
+    input: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
+        description="Text or token ids to embed."
+    )
     model: str = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, le=INT32_MAX)
     user: str | None = None
 
     @field_validator("input")

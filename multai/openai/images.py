@@ -10,7 +10,13 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from multai.common.v1 import common_pb2
 from multai.image.v1 import image_pb2
 from multai.openai.common import Prioritized, omitted_if_none
-from multai.openai_params import DEFAULT_IMAGE_MODEL, image_dimensions
+from multai.openai_params import (
+    DEFAULT_IMAGE_MODEL,
+    INT32_MAX,
+    INT64_MAX,
+    MAX_GUIDANCE_SCALE,
+    image_dimensions,
+)
 
 # OpenAI returns base64 only for this model, and code written for it reads data[0].b64_json.
 BASE64_IMAGE_MODEL = "gpt-image-1"
@@ -26,7 +32,7 @@ class ImageGenerationRequest(Prioritized):
     background: Literal["transparent", "opaque", "auto"] | None = None
     model: str = Field(DEFAULT_IMAGE_MODEL, min_length=1)
     moderation: str | None = Field(None, description="Accepted and ignored: no moderation model runs.")
-    n: int = Field(1, ge=1, description="How many images; the image service sets the upper limit.")
+    n: int = Field(1, ge=1, le=INT32_MAX, description="How many images; the image service sets the limit.")
     output_format: Literal["png"] | None = Field(None, description="Only PNG is produced.")
     quality: str | None = Field(None, description="Accepted and ignored: steps set the quality.")
     response_format: Literal["url", "b64_json"] | None = Field(
@@ -40,10 +46,14 @@ class ImageGenerationRequest(Prioritized):
     style: str | None = Field(None, description="Accepted and ignored.")
     user: str | None = None
     negative_prompt: str | None = None
-    num_inference_steps: int | None = Field(None, ge=1, description="Denoising steps.")
-    number_of_steps: int | None = Field(None, ge=1, description="The seed design's name for the steps.")
-    guidance_scale: float | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=0, description="Same seed and parameters give the same image bytes.")
+    num_inference_steps: int | None = Field(None, ge=1, le=INT32_MAX, description="Denoising steps.")
+    number_of_steps: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="The seed design's name for the steps."
+    )
+    guidance_scale: float | None = Field(None, ge=0, le=MAX_GUIDANCE_SCALE)
+    seed: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="Same seed and parameters give the same image bytes."
+    )
 
     @field_validator("size")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from multai.openai.common import OpenAIModel, Prioritized
+from multai.openai_params import SAMPLING_BOUNDS
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
 
@@ -204,9 +205,11 @@ class ResponsesRequest(Prioritized):
     model: str = Field(min_length=1)
     input: ResponseInput | None = Field(None, description="A user message, or the conversation as items.")
     instructions: str | None = Field(None, description="Sent as a leading system message.")
-    max_output_tokens: int | None = Field(None, ge=1, description="The most tokens to generate.")
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: Annotated[int, SAMPLING_BOUNDS["max_tokens"].interval()] | None = Field(
+        None, description="The most tokens to generate."
+    )
+    temperature: Annotated[float, SAMPLING_BOUNDS["temperature"].interval()] | None = None
+    top_p: Annotated[float, SAMPLING_BOUNDS["top_p"].interval()] | None = None
     stream: bool = False
     text: TextConfig | None = None
     tools: list[ToolParam] | None = None

@@ -12,9 +12,9 @@ from multai.openai.audio import (
     TranscriptionFormat,
     TranscriptionVerbose,
 )
+from rest_bridge.auth import admit
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.audio import AudioServing, TranscriptionParams, check_upload
-from rest_bridge.serving.generation import priority_to_pb
 
 router = APIRouter()
 PRIORITY_HEADER = Header(None, description="Queue level 0, 1 or 2; overrides `priority`.")
@@ -57,7 +57,9 @@ async def create_transcription(
         timestamp_granularities or [],
     )
     serving: AudioServing = request.app.state.audio
-    work = serving.transcribe(params, priority_to_pb(x_multai_priority, priority), request.state.request_id)
+    work = serving.transcribe(
+        params, await admit(request, model, x_multai_priority, priority), request.state.request_id
+    )
     return await unless_disconnected(request, work)
 
 
@@ -79,7 +81,9 @@ async def create_translation(
         model, audio, file.filename or "", response_format, prompt, temperature, None, []
     )
     serving: AudioServing = request.app.state.audio
-    work = serving.translate(params, priority_to_pb(x_multai_priority, priority), request.state.request_id)
+    work = serving.translate(
+        params, await admit(request, model, x_multai_priority, priority), request.state.request_id
+    )
     return await unless_disconnected(request, work)
 
 
@@ -90,7 +94,7 @@ async def create_speech(
     """Speaks the input; the audio streams as it is synthesised (wav arrives whole, with its real length)."""
     serving: AudioServing = request.app.state.audio
     work = serving.open_speech(
-        body, priority_to_pb(x_multai_priority, body.priority), request.state.request_id
+        body, await admit(request, body.model, x_multai_priority, body.priority), request.state.request_id
     )
     content_type, audio = await unless_disconnected(request, work)
     return StreamingResponse(audio, media_type=content_type)

@@ -5,9 +5,10 @@ from fastapi.responses import StreamingResponse
 
 from multai.common.v1 import common_pb2
 from multai.openai.chat import ChatCompletion, ChatCompletionRequest
+from rest_bridge.auth import admit
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.chat import ChatServing, new_chat_completion_id
-from rest_bridge.serving.generation import priority_to_pb, sse_with_errors
+from rest_bridge.serving.generation import sse_with_errors
 
 router = APIRouter()
 
@@ -22,7 +23,7 @@ async def create_chat_completion(
 
     Conversations for a vision model (or with image parts) go to the vision service.
     """
-    return await respond(body, request, priority_to_pb(x_multai_priority, body.priority))
+    return await respond(body, request, await admit(request, body.model, x_multai_priority, body.priority))
 
 
 async def respond(

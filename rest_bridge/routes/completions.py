@@ -4,9 +4,10 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from multai.openai.completions import Completion, CompletionRequest
+from rest_bridge.auth import admit
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.completions import CompletionServing, new_completion_id
-from rest_bridge.serving.generation import priority_to_pb, sse_with_errors
+from rest_bridge.serving.generation import sse_with_errors
 
 router = APIRouter()
 
@@ -19,7 +20,7 @@ async def create_completion(
 ) -> Completion | StreamingResponse:
     """Continues the prompt, streamed as server-sent events when `stream` is true."""
     serving: CompletionServing = request.app.state.completions
-    priority = priority_to_pb(x_multai_priority, body.priority)
+    priority = await admit(request, body.model, x_multai_priority, body.priority)
     stream = await unless_disconnected(request, serving.open(body, priority, request.state.request_id))
     completion_id = new_completion_id()
     if body.stream:

@@ -3,9 +3,9 @@
 from fastapi import APIRouter, Header, Request
 
 from multai.openai.embeddings import CreateEmbeddingResponse, EmbeddingRequest
+from rest_bridge.auth import admit
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.embeddings import EmbeddingServing
-from rest_bridge.serving.generation import priority_to_pb
 
 router = APIRouter()
 
@@ -18,5 +18,7 @@ async def create_embeddings(
 ) -> CreateEmbeddingResponse:
     """One unit-length vector per input, as floats or base64-encoded float32."""
     serving: EmbeddingServing = request.app.state.embeddings
-    work = serving.create(body, priority_to_pb(x_multai_priority, body.priority), request.state.request_id)
+    work = serving.create(
+        body, await admit(request, body.model, x_multai_priority, body.priority), request.state.request_id
+    )
     return await unless_disconnected(request, work)

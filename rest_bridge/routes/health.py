@@ -1,9 +1,10 @@
-"""GET /healthz (the bridge is up) and /readyz (the services behind it serve)."""
+"""GET /healthz (the bridge is up), /readyz (the services behind it serve) and /metrics (Prometheus)."""
 
 import grpc
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter()
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -30,3 +31,9 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "services": states}, status_code=200 if ready else 503
     )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """The bridge's Prometheus metrics: usage per API key."""
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -4,9 +4,9 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse
 
 from multai.openai.images import ImageGenerationRequest, ImagesResponse
+from rest_bridge.auth import admit
 from rest_bridge.errors import OpenAIError
 from rest_bridge.routes.disconnect import unless_disconnected
-from rest_bridge.serving.generation import priority_to_pb
 from rest_bridge.serving.images import ImageServing, ImageStore
 
 router = APIRouter()
@@ -24,7 +24,7 @@ async def create_image(
     public_base_url: str = request.app.state.public_base_url or str(request.base_url).rstrip("/")
     work = serving.generate(
         body,
-        priority_to_pb(x_multai_priority, body.priority),
+        await admit(request, body.model, x_multai_priority, body.priority),
         request.state.request_id,
         public_base_url + FILES_PATH,
     )

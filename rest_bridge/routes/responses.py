@@ -4,8 +4,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from multai.openai.responses import ResponseObject, ResponsesRequest
+from rest_bridge.auth import admit
 from rest_bridge.routes.disconnect import unless_disconnected
-from rest_bridge.serving.generation import priority_to_pb
 from rest_bridge.serving.responses import ResponsesServing, new_response_id
 
 router = APIRouter()
@@ -22,7 +22,7 @@ async def create_response(
     Stateless: the request carries the whole conversation; nothing is stored or retrievable later.
     """
     serving: ResponsesServing = request.app.state.responses
-    priority = priority_to_pb(x_multai_priority, body.priority)
+    priority = await admit(request, body.model, x_multai_priority, body.priority)
     stream = await unless_disconnected(request, serving.open(body, priority, request.state.request_id))
     response_id = new_response_id()
     if body.stream:

@@ -5,8 +5,8 @@ from fastapi.responses import StreamingResponse
 
 from multai.openai.chat import ChatCompletion
 from multai.openai.vision import VisionRequest
+from rest_bridge.auth import admit
 from rest_bridge.routes.chat import respond
-from rest_bridge.serving.generation import priority_to_pb
 
 router = APIRouter()
 
@@ -18,4 +18,6 @@ async def create_vision_completion(
     x_multai_priority: str | None = Header(None, description="Queue level 0, 1 or 2; overrides `priority`."),
 ) -> ChatCompletion | StreamingResponse:
     """Answers a prompt about one image with a vision model; the reply is a chat completion."""
-    return await respond(body.as_chat(), request, priority_to_pb(x_multai_priority, body.priority))
+    return await respond(
+        body.as_chat(), request, await admit(request, body.model, x_multai_priority, body.priority)
+    )

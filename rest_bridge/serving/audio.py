@@ -17,6 +17,7 @@ from multai.openai.audio import (
 )
 from rest_bridge.errors import OpenAIError, invalid_request
 from rest_bridge.serving.rpc import call_unary, open_stream
+from rest_bridge.usage import meter
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class AudioServing:
             request_id=request_id,
         )
         response = await call_unary(self._stub.CreateTranscription, request, self._timeout, request_id)
+        meter().audio_seconds += response.transcript.duration
         return render_transcript(response.transcript, params, "transcribe")
 
     async def translate(
@@ -129,6 +131,7 @@ class AudioServing:
             request_id=request_id,
         )
         response = await call_unary(self._stub.CreateTranslation, request, self._timeout, request_id)
+        meter().audio_seconds += response.transcript.duration
         return render_transcript(response.transcript, params, "translate")
 
     async def open_speech(

@@ -4,6 +4,7 @@ from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import common_pb2
 from multai.openai.embeddings import CreateEmbeddingResponse, EmbeddingRequest
 from rest_bridge.serving.rpc import call_unary
+from rest_bridge.usage import meter
 
 
 class EmbeddingServing:
@@ -18,4 +19,5 @@ class EmbeddingServing:
     ) -> CreateEmbeddingResponse:
         request = body.to_pb(priority, request_id)
         response = await call_unary(self._stub.CreateEmbeddings, request, self._timeout, request_id)
+        meter().prompt_tokens += response.usage.prompt_tokens
         return CreateEmbeddingResponse.from_pb(response, body.encoding_format)

@@ -12,21 +12,30 @@ from multai.openai.generation import Piece, piece_from_pb
 from multai.openai_params import priority_of_level
 from rest_bridge.errors import OpenAIError, from_rpc_error, invalid_request
 from rest_bridge.serving.rpc import open_stream
+from rest_bridge.usage import meter
 
 DEFAULT_PRIORITY_LEVEL = 1
 
 
-def priority_to_pb(header: str | None, body: int | None) -> common_pb2.Priority.ValueType:
-    """The queue priority from X-MultAI-Priority (wins) or the body's `priority`; default level 1."""
-    level = body if body is not None else DEFAULT_PRIORITY_LEVEL
+def priority_level(header: str | None, body: int | None, default: int = DEFAULT_PRIORITY_LEVEL) -> int:
+    """The queue level from X-MultAI-Priority (wins) or the body's `priority`, else default; 400 if bad."""
+    level = body if body is not None else default
     if header is not None:
         try:
             level = int(header)
         except ValueError:
             level = -1
-    priority = priority_of_level(level)
-    if priority is None:
+    if priority_of_level(level) is None:
         raise invalid_request("priority must be 0 (urgent), 1 (normal) or 2 (background)", "priority")
+    return level
+
+
+def priority_to_pb(
+    header: str | None, body: int | None, default: int = DEFAULT_PRIORITY_LEVEL
+) -> common_pb2.Priority.ValueType:
+    """priority_level as protobuf."""
+    priority = priority_of_level(priority_level(header, body, default))
+    assert priority is not None  # priority_level refuses the levels that have none
     return priority
 
 
@@ -48,15 +57,20 @@ class GenerationStream:
     async def pieces(self) -> AsyncIterator[Piece]:
         """All pieces, the first included; cancels the RPC if the consumer stops early."""
         try:
-            yield self.first
+            piece = self.first
             while True:
+                if piece.usage is not None:
+                    usage = meter()
+                    usage.prompt_tokens += piece.usage.prompt_tokens
+                    usage.completion_tokens += piece.usage.completion_tokens
+                yield piece
                 try:
                     message = await self._call.read()
                 except grpc.aio.AioRpcError as exc:
                     raise from_rpc_error(exc) from exc
                 if message is grpc.aio.EOF:
                     return
-                yield piece_from_pb(message)
+                piece = piece_from_pb(message)
         finally:
             self._call.cancel()
 

@@ -17,6 +17,7 @@ from multai.image.v1 import image_pb2, image_pb2_grpc
 from multai.openai.images import ImageGenerationRequest, ImagesResponse
 from rest_bridge.errors import OpenAIError, from_rpc_error
 from rest_bridge.serving.rpc import open_stream
+from rest_bridge.usage import meter
 
 log = logging.getLogger(__name__)
 IMAGE_FILE_SUFFIX = ".png"
@@ -109,6 +110,7 @@ class ImageServing:
             raise OpenAIError(
                 502, f"the image service returned {len(images)} images, not {request.n}", type="server_error"
             )
+        meter().images += len(images)
         if request.wants_base64():
             return ImagesResponse.from_pb(images, request)
         images.sort(key=lambda image: image.index)

@@ -49,9 +49,7 @@ class ModelsServing:
         """One model by id or alias."""
         card = _named(name, (await self.listing(request_id)).data)
         if card is None:
-            raise OpenAIError(
-                404, f"The model '{name}' does not exist", param="model", code="model_not_found"
-            )
+            raise model_not_found(name)
         return card
 
     async def find(self, name: str, request_id: str) -> ModelCard | None:
@@ -71,3 +69,13 @@ class ModelsServing:
 
 def _named(name: str, cards: list[ModelCard]) -> ModelCard | None:
     return next((card for card in cards if name == card.id or name in card.aliases), None)
+
+
+def model_not_found(name: str) -> OpenAIError:
+    """OpenAI's 404 for a model that does not exist, or that the caller's key may not use."""
+    return OpenAIError(
+        404,
+        f"The model '{name}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )

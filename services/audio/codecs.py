@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from faster_whisper.audio import decode_audio
 
+from multai.openai.audio import SPEECH_CONTENT_TYPES
 from services.audio.backends.base import WHISPER_SAMPLE_RATE, PcmChunk
 
 # OpenAI's speech endpoint returns 24 kHz mono whatever the engine's own rate.
@@ -19,14 +20,6 @@ STREAMED_FORMATS = {
     "opus": ("ogg", "libopus"),
     "aac": ("adts", "aac"),
     "flac": ("flac", "flac"),
-}
-CONTENT_TYPES = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
 }
 
 
@@ -87,10 +80,10 @@ class SpeechEncoder:
     sent whole at the end so that its header carries the real length."""
 
     def __init__(self, response_format: str) -> None:
-        if response_format not in CONTENT_TYPES:
-            raise ValueError(f"response_format must be one of {', '.join(CONTENT_TYPES)}")
+        if response_format not in SPEECH_CONTENT_TYPES:
+            raise ValueError(f"response_format must be one of {', '.join(SPEECH_CONTENT_TYPES)}")
         self.response_format = response_format
-        self.content_type = CONTENT_TYPES[response_format]
+        self.content_type = SPEECH_CONTENT_TYPES[response_format]
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=OUTPUT_SAMPLE_RATE)
         self._wav_body = bytearray()
         self._sink = _ByteSink()

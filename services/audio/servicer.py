@@ -11,10 +11,11 @@ from multai.audio.v1 import audio_pb2, audio_pb2_grpc
 from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
+from multai.openai.audio import SPEECH_CONTENT_TYPES
 from multai.registry import ModelManifest
 from services.audio.backends.base import TranscribeOptions, TranscriptResult, UnknownVoiceError
 from services.audio.backends.whisper import LANGUAGE_NAMES
-from services.audio.codecs import CONTENT_TYPES, SpeechEncoder, UndecodableAudioError, decode_for_whisper
+from services.audio.codecs import SpeechEncoder, UndecodableAudioError, decode_for_whisper
 
 SPEECH_TO_TEXT_BACKENDS = {"faster_whisper"}
 TEXT_TO_SPEECH_BACKENDS = {"piper", "bark"}
@@ -134,9 +135,9 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
                 f"input is longer than {self._max_speech_input_chars} characters", param="input"
             )
         response_format = request.response_format or "mp3"
-        if response_format not in CONTENT_TYPES:
+        if response_format not in SPEECH_CONTENT_TYPES:
             raise InvalidRequestError(
-                f"response_format must be one of {', '.join(CONTENT_TYPES)}", param="response_format"
+                f"response_format must be one of {', '.join(SPEECH_CONTENT_TYPES)}", param="response_format"
             )
         speed = request.speed or 1.0
         if not MIN_SPEED <= speed <= MAX_SPEED:

@@ -18,7 +18,15 @@ from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
-from multai.openai_params import checked_stops
+from multai.openai_params import (
+    ENGINE_BOUNDS,
+    MAX_CHOICES,
+    MAX_LOGIT_BIAS,
+    MAX_TOP_LOGPROBS,
+    SAMPLING_BOUNDS,
+    check_bounds,
+    checked_stops,
+)
 from multai.registry import ModelManifest
 from services.chat.backends.base import (
     ChatBackend,
@@ -36,6 +44,7 @@ from services.chat.backends.base import (
     UnsupportedSchemaError,
 )
 from services.chat.backends.sentence_transformers import SentenceTransformersBackend
+from services.chat.schema_limits import MAX_TOOLS, SchemaBudget
 from services.chat.tools import (
     CallStart,
     ContentPiece,
@@ -64,11 +73,6 @@ TOOL_MODES: dict[int, ToolMode | None] = {
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
 # The engine build in system_fingerprint: a new llama.cpp may change replies to the same seed.
 LLAMA_ENGINE = f"llama-cpp-python {version('llama-cpp-python')}"
-# Each choice takes a slot of the model's batch; past its slots they wait their turn under the same lease.
-MAX_CHOICES = 8
-# OpenAI's limits.
-MAX_TOP_LOGPROBS = 20
-MAX_LOGIT_BIAS = 100.0
 
 
 def _optional(message: Message_pb, name: str) -> Any:
@@ -77,6 +81,8 @@ def _optional(message: Message_pb, name: str) -> Any:
 
 def params_from_pb(sampling: chat_pb2.SamplingParams, engine: chat_pb2.EngineOptions) -> GenerationParams:
     """Sampling and engine options as the backend takes them; unset fields stay None."""
+    check_bounds(sampling, SAMPLING_BOUNDS)
+    check_bounds(engine, ENGINE_BOUNDS)
     if any(abs(bias) > MAX_LOGIT_BIAS for bias in sampling.logit_bias.values()):
         raise InvalidRequestError(
             f"logit_bias values must be between -{MAX_LOGIT_BIAS:g} and {MAX_LOGIT_BIAS:g}",
@@ -108,7 +114,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[chat_pb2.CreateChatCompletionResponse]:
         manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "chat completions")
         messages = _messages_from_pb(request.messages)
-        tools = _tools_from_pb(request.tools)
+        schemas = SchemaBudget()
+        tools = _tools_from_pb(request.tools, schemas)
         choice = resolve_tool_choice(
             _tool_mode(request.tool_choice), request.tool_choice.function_name, tools
         )
@@ -122,7 +129,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             schema = json.dumps(forced_call_schema(tools, choice, parallel))
             params, schema_param = replace(params, json_only=True, json_schema=schema), "tools"
         else:
-            params = replace(params, **_json_constraint(request.response_format))
+            params = replace(params, **_json_constraint(request.response_format, schemas))
             schema_param = "response_format"
         if request.user:
             log.debug("chat completion %s is for user %r", request.request_id, request.user)
@@ -315,20 +322,18 @@ def _messages_from_pb(messages: Sequence[chat_pb2.ChatMessage]) -> list[Message]
     return result
 
 
-def _tools_from_pb(tools: Sequence[chat_pb2.FunctionTool]) -> list[FunctionTool]:
+def _tools_from_pb(tools: Sequence[chat_pb2.FunctionTool], schemas: SchemaBudget) -> list[FunctionTool]:
     """The declared functions, their parameters parsed and checked."""
+    if len(tools) > MAX_TOOLS:
+        raise InvalidRequestError(f"tools holds more than {MAX_TOOLS} functions", param="tools")
     result = []
     for index, tool in enumerate(tools):
         parameters = None
         if tool.parameters_json:
-            try:
-                parameters = json.loads(tool.parameters_json)
-            except ValueError:
-                parameters = None
+            param = f"tools[{index}].function.parameters"
+            parameters = schemas.parse(tool.parameters_json, param)
             if not isinstance(parameters, dict):
-                raise InvalidRequestError(
-                    "parameters must be a JSON Schema object", param=f"tools[{index}].function.parameters"
-                )
+                raise InvalidRequestError("parameters must be a JSON Schema object", param=param)
         result.append(FunctionTool(tool.name, tool.description, parameters))
     check_tools(result)
     return result
@@ -421,13 +426,14 @@ def _logprob_to_pb(logprob: TokenLogprob) -> chat_pb2.TokenLogprob:
     )
 
 
-def _json_constraint(response_format: chat_pb2.ResponseFormat) -> dict[str, Any]:
+def _json_constraint(response_format: chat_pb2.ResponseFormat, schemas: SchemaBudget) -> dict[str, Any]:
     """GenerationParams fields for a response_format."""
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT:
         return {"json_only": True}
     if response_format.type == chat_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA:
         if not response_format.json_schema:
             raise InvalidRequestError("json_schema.schema is required", param="response_format")
+        schemas.parse(response_format.json_schema, "response_format")
         return {"json_only": True, "json_schema": response_format.json_schema}
     return {}
 

@@ -17,3 +17,9 @@ class ImageSettings(ModelServiceSettings):
     max_image_side: int = Field(2048, ge=64, description="Largest width or height in pixels.")
     max_inference_steps: int = Field(100, ge=1, description="Most denoising steps one request may ask for.")
     max_prompt_chars: int = Field(4000, ge=1, description="Longest prompt or negative prompt.")
+    max_megapixel_steps: float = Field(
+        64.0,
+        gt=0,
+        description="Most work one request may ask for: width x height x steps x n, in megapixel-steps "
+        "(64 is one 1024x1024 picture at 61 steps); larger requests are refused before they queue.",
+    )

@@ -10,6 +10,7 @@ import grpc
 from multai.errors import InvalidRequestError
 from multai.image.v1 import image_pb2, image_pb2_grpc
 from multai.model_host import ModelHost
+from multai.openai_params import MAX_GUIDANCE_SCALE
 from multai.registry import ModelManifest
 from services.image.backends.base import FinishedImage, ImageRequest, StepDone, TextToImageBackend
 from services.image.config import ImageSettings
@@ -22,6 +23,8 @@ MIN_SIDE = 64
 DEFAULT_SIDE = 512
 # Seeds stay within a signed 32-bit range so that every client and engine round-trips them.
 SEED_LIMIT = 2**31
+# What a diffusers pipeline runs when neither the request nor the manifest names the steps.
+DIFFUSERS_DEFAULT_STEPS = 50
 
 
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
@@ -64,8 +67,20 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                 param="num_inference_steps",
             )
         guidance = request.guidance_scale if request.HasField("guidance_scale") else None
-        if guidance is not None and not 0 <= guidance <= 30:
-            raise InvalidRequestError("guidance_scale must be between 0 and 30", param="guidance_scale")
+        if guidance is not None and not 0 <= guidance <= MAX_GUIDANCE_SCALE:
+            raise InvalidRequestError(
+                f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}", param="guidance_scale"
+            )
+        # The steps the pipeline will run: the request's, the manifest's default, else diffusers' own.
+        planned_steps = steps or manifest.int_default("num_inference_steps", DIFFUSERS_DEFAULT_STEPS)
+        work = width * height * planned_steps * n / 1e6
+        if work > limits.max_megapixel_steps:
+            raise InvalidRequestError(
+                f"{n} images of {width}x{height} at {planned_steps} steps is {work:.0f} megapixel-steps of "
+                f"work; this service takes at most {limits.max_megapixel_steps:g}: ask for fewer or smaller "
+                "images or fewer steps",
+                param="n" if n > 1 else "size",
+            )
         seed = request.seed if request.HasField("seed") else secrets.randbelow(SEED_LIMIT - n)
         if not 0 <= seed < SEED_LIMIT - n:
             raise InvalidRequestError(f"seed must be between 0 and {SEED_LIMIT - n - 1}", param="seed")

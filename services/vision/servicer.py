@@ -11,7 +11,7 @@ from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
-from multai.openai_params import checked_stops
+from multai.openai_params import SAMPLING_BOUNDS, check_bounds, checked_stops
 from multai.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.backends.base import VisionBackend, VisionDone, VisionSampling, VisionTurn
 
@@ -59,6 +59,7 @@ def sampling_from_pb(sampling: chat_pb2.SamplingParams) -> VisionSampling:
     for name, used in unsupported.items():
         if used:
             raise InvalidRequestError(f"'{name}' is not supported by vision models", param=name)
+    check_bounds(sampling, SAMPLING_BOUNDS)
     return VisionSampling(
         max_tokens=sampling.max_tokens if sampling.HasField("max_tokens") else None,
         temperature=sampling.temperature if sampling.HasField("temperature") else None,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from multai.mesh_tls import MeshChannels
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Fits one of the two default chat models but not both, so alternating requests must swap them.
 SWAP_RAM_BUDGET_BYTES = 500_000_000
@@ -34,6 +36,13 @@ class Mesh:
     image_address: str
     vision_address: str
     image_store: Path
+    # The mesh's own CA and certificates, made by `multai serve` in the temporary state folder.
+    certs_dir: Path
+
+    @property
+    def channels(self) -> MeshChannels:
+        """Opens channels to the mesh with its own certificate, as its processes do."""
+        return MeshChannels(self.certs_dir)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -59,16 +68,21 @@ class Mesh:
 def start_mesh(models_dir: Path, log_path: Path, *, source: Path = PROJECT_ROOT, **settings: str) -> Mesh:
     """`multai serve` from the checkout `source` on free ports; settings become MULTAI_<NAME> variables.
 
+    Its state folder (certificates, database) is beside the log, never the user's own.
+
     Another checkout (an older commit, for a before-and-after benchmark) runs with this interpreter.
     """
     port, scheduler_port, metrics_port = free_port(), free_port(), free_port()
     chat_port, audio_port, image_port, vision_port = free_port(), free_port(), free_port(), free_port()
     image_store = log_path.parent / "images"
+    state_dir = log_path.parent / "state"
     env = dict(
         os.environ,
         MULTAI_RAM_BUDGET_BYTES=str(SWAP_RAM_BUDGET_BYTES),
         MULTAI_N_THREADS="2",
         MULTAI_IMAGE_STORE_DIR=str(image_store),
+        MULTAI_STATE_DIR=str(state_dir),
+        MULTAI_CERTS_DIR=str(state_dir / "certs"),
         PYTHONPATH=str(source),
     )
     env.update({f"MULTAI_{name.upper()}": value for name, value in settings.items()})
@@ -113,6 +127,7 @@ def start_mesh(models_dir: Path, log_path: Path, *, source: Path = PROJECT_ROOT,
         f"127.0.0.1:{image_port}",
         f"127.0.0.1:{vision_port}",
         image_store,
+        state_dir / "certs",
     )
     mesh.wait_ready()
     return mesh

@@ -144,7 +144,7 @@ def test_cancelling_one_of_four_streams_leaves_the_others_whole_and_frees_its_sl
         assert all(r.completion_tokens == 96 and r.finish_reason == "length" for r in finished)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            status = await fetch_status(batching_mesh.scheduler_address)
+            status = await fetch_status(batching_mesh.channels, batching_mesh.scheduler_address)
             if not status.leases:
                 break
             await asyncio.sleep(0.1)
@@ -232,7 +232,7 @@ def test_urgent_request_for_another_model_goes_before_the_queued_batch(batching_
     async def scheduler_shows(check: Any, what: str) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if check(await fetch_status(batching_mesh.scheduler_address)):
+            if check(await fetch_status(batching_mesh.channels, batching_mesh.scheduler_address)):
                 return
             await asyncio.sleep(0.02)
         raise AssertionError(f"the scheduler never showed {what}")

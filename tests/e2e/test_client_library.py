@@ -21,7 +21,11 @@ SENTENCE = "Please send the report to the finance team by Friday."
 @pytest.fixture(scope="module")
 def grpc_client(mesh: Mesh) -> Iterator[MultAI]:
     with MultAI(
-        chat=mesh.chat_address, audio=mesh.audio_address, image=mesh.image_address, timeout=120
+        chat=mesh.chat_address,
+        audio=mesh.audio_address,
+        image=mesh.image_address,
+        timeout=120,
+        certs_dir=mesh.certs_dir,
     ) as client:
         yield client
 
@@ -46,7 +50,7 @@ def test_streamed_chat_with_urgent_priority(grpc_client: MultAI) -> None:
 
 async def test_async_chat_equals_the_sync_reply(mesh: Mesh, grpc_client: MultAI) -> None:
     whole = grpc_client.chat.completions.create(model="gpt-3.5-turbo", messages=QUESTION, temperature=0)
-    async with AsyncMultAI(chat=mesh.chat_address, timeout=120) as async_client:
+    async with AsyncMultAI(chat=mesh.chat_address, timeout=120, certs_dir=mesh.certs_dir) as async_client:
         reply = await async_client.chat.completions.create(
             model="gpt-3.5-turbo", messages=QUESTION, temperature=0, priority=2
         )

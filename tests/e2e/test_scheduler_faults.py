@@ -18,6 +18,7 @@ import pytest
 
 from multai.cli import MODEL_SERVICES, fetch_status
 from multai.common.v1 import common_pb2
+from multai.mesh_tls import MeshChannels, ensure_mesh_certs
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import SchedulerClient
 from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port, start_mesh
@@ -44,7 +45,7 @@ def small_queue_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def status(mesh: Mesh) -> scheduler_pb2.GetStatusResponse:
-    return asyncio.run(fetch_status(mesh.scheduler_address))
+    return asyncio.run(fetch_status(mesh.channels, mesh.scheduler_address))
 
 
 def wait_until(condition, timeout: float, what: str) -> float:
@@ -75,15 +76,27 @@ def stream_events(mesh: Mesh, max_tokens: int = 1500) -> tuple[httpx.Client, Ite
 
 def test_killed_lease_holder_hands_the_device_to_the_next_waiter_within_2s(tmp_path: Path) -> None:
     port = free_port()
+    certs = tmp_path / "certs"
+    ensure_mesh_certs(certs)
     scheduler = subprocess.Popen(
-        [sys.executable, "-m", "scheduler", "--port", str(port), "--models-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "scheduler",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(tmp_path),
+            "--certs-dir",
+            str(certs),
+        ],
         cwd=PROJECT_ROOT,
     )
     address = f"127.0.0.1:{port}"
     holder = None
     try:
         holder = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.lease_holder", address, "held-model"],
+            [sys.executable, "-m", "tests.e2e.lease_holder", address, "held-model", str(certs)],
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             text=True,
@@ -91,7 +104,7 @@ def test_killed_lease_holder_hands_the_device_to_the_next_waiter_within_2s(tmp_p
         assert holder.stdout is not None and holder.stdout.readline().strip() == "HELD"
 
         async def wait_behind_holder() -> float:
-            client = SchedulerClient(address, "waiter")
+            client = SchedulerClient(address, "waiter", MeshChannels(certs))
             await client.start(10, [scheduler_pb2.ModelFootprint(model="other", size_bytes=1)])
             async with client.lease("waiter-request", "other", common_pb2.PRIORITY_NORMAL, 30) as grant:
                 return grant.fencing_token

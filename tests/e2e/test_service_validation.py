@@ -40,7 +40,9 @@ def test_rest_callers_get_the_services_400(mesh: Mesh, path: str, body: dict[str
 
 
 def test_grpc_callers_get_the_same_checks(mesh: Mesh) -> None:
-    with MultAI(chat=mesh.chat_address, audio=mesh.audio_address, timeout=60) as client:
+    with MultAI(
+        chat=mesh.chat_address, audio=mesh.audio_address, timeout=60, certs_dir=mesh.certs_dir
+    ) as client:
         with pytest.raises(BadRequestError) as stops:
             client.chat.completions.create(model="smollm2-135m-instruct", messages=HELLO, stop=FIVE_STOPS)
         assert stops.value.param == "stop"
@@ -65,7 +67,7 @@ async def test_raw_grpc_vision_callers_get_the_same_checks(
         messages=[vision_pb2.VisionMessage(role="user", parts=[vision_pb2.ContentPart(text="Hi")])],
         sampling=sampling,
     )
-    async with grpc.aio.insecure_channel(mesh.vision_address) as channel:
+    async with mesh.channels.aio_channel(mesh.vision_address) as channel:
         stub = vision_pb2_grpc.VisionServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             async for _ in stub.CreateVisionCompletion(request, timeout=60):

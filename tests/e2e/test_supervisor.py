@@ -11,11 +11,11 @@ import psutil
 import pytest
 
 from multai.cli import fetch_status
-from tests.e2e.mesh import start_mesh
+from tests.e2e.mesh import Mesh, start_mesh
 
 
-def chat_pid(scheduler_address: str) -> int:
-    services = asyncio.run(fetch_status(scheduler_address)).services
+def chat_pid(mesh: Mesh) -> int:
+    services = asyncio.run(fetch_status(mesh.channels, mesh.scheduler_address)).services
     return next(s.pid for s in services if s.service == "chat")
 
 
@@ -25,7 +25,7 @@ def test_killed_chat_service_fails_the_stream_promptly_and_is_restarted(
     mesh = start_mesh(models_dir, tmp_path / "serve.log")
     try:
         client = openai.OpenAI(base_url=mesh.base_url, api_key="x", max_retries=0, timeout=60)
-        victim = chat_pid(mesh.scheduler_address)
+        victim = chat_pid(mesh)
         stream = client.chat.completions.create(
             model="smollm2-135m-instruct",
             messages=[{"role": "user", "content": "Write a very long story about a dragon."}],
@@ -44,7 +44,7 @@ def test_killed_chat_service_fails_the_stream_promptly_and_is_restarted(
         assert time.monotonic() - killed_at < 5, "the client must hear of the crash promptly"
 
         mesh.wait_ready(timeout=60)
-        assert chat_pid(mesh.scheduler_address) != victim
+        assert chat_pid(mesh) != victim
         answer = client.chat.completions.create(
             model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
         )

@@ -1,7 +1,7 @@
 """multai.client: request building, response reading, error mapping, and both clients against a fake service.
 
-The fake ChatService runs in-process on a grpc.aio server behind the real DomainErrorInterceptor, in a
-thread of its own so that the blocking client can call it from plain tests.
+The fake ChatService runs in-process on a grpc.aio server behind the real DomainErrorInterceptor and the
+mesh's mutual TLS, in a thread of its own so that the blocking client can call it from plain tests.
 """
 
 import asyncio
@@ -10,6 +10,7 @@ import struct
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,6 +35,7 @@ from multai.common.v1 import common_pb2, model_control_pb2, model_control_pb2_gr
 from multai.errors import ModelNotFoundError, ResourceExhaustedError
 from multai.grpc_server import DomainErrorInterceptor
 from multai.image.v1 import image_pb2
+from multai.mesh_tls import create_mesh_certs, server_credentials
 from multai.openai.chat import ChatCompletionMessage, ChatCompletionMessageToolCall, FunctionCall
 from multai.openai_params import DEFAULT_IMAGE_MODEL
 from rest_bridge.errors import from_rpc_error as bridge_error
@@ -532,7 +534,14 @@ class FakeChatService(chat_pb2_grpc.ChatServiceServicer, model_control_pb2_grpc.
 
 
 @pytest.fixture(scope="module")
-def service() -> Iterator[tuple[FakeChatService, str]]:
+def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("certs")
+    create_mesh_certs(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(certs_dir: Path) -> Iterator[tuple[FakeChatService, str]]:
     fake = FakeChatService()
     # grpc.aio binds a server to the loop it starts on: give it a loop of its own in a thread.
     loop = asyncio.new_event_loop()
@@ -543,7 +552,7 @@ def service() -> Iterator[tuple[FakeChatService, str]]:
         server = grpc.aio.server(interceptors=[DomainErrorInterceptor()])
         chat_pb2_grpc.add_ChatServiceServicer_to_server(fake, server)
         model_control_pb2_grpc.add_ModelControlServiceServicer_to_server(fake, server)
-        port = server.add_insecure_port("127.0.0.1:0")
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(certs_dir))
         await server.start()
         return server, port
 
@@ -555,9 +564,11 @@ def service() -> Iterator[tuple[FakeChatService, str]]:
     loop.close()
 
 
-def test_sync_stream_sends_priority_deadline_and_request_id(service: tuple[FakeChatService, str]) -> None:
+def test_sync_stream_sends_priority_deadline_and_request_id(
+    service: tuple[FakeChatService, str], certs_dir: Path
+) -> None:
     fake, address = service
-    with MultAI(chat=address) as client:
+    with MultAI(chat=address, certs_dir=certs_dir) as client:
         stream = client.chat.completions.create(
             model="echo",
             messages=QUESTION,
@@ -577,9 +588,9 @@ def test_sync_stream_sends_priority_deadline_and_request_id(service: tuple[FakeC
     assert chunks[-1].usage.completion_tokens == 4
 
 
-def test_sync_client_errors(service: tuple[FakeChatService, str]) -> None:
+def test_sync_client_errors(service: tuple[FakeChatService, str], certs_dir: Path) -> None:
     _, address = service
-    with MultAI(chat=address) as client:
+    with MultAI(chat=address, certs_dir=certs_dir) as client:
         with pytest.raises(NotFoundError) as missing:
             # Errors before the first chunk raise from create(), as in the SDK.
             client.chat.completions.create(model="missing", messages=QUESTION, stream=True)
@@ -589,14 +600,31 @@ def test_sync_client_errors(service: tuple[FakeChatService, str]) -> None:
             client.embeddings.create(model="busy", input="x")
         with pytest.raises(APITimeoutError):
             client.chat.completions.create(model="slow", messages=QUESTION, timeout=0.2)
-    with pytest.raises(APIConnectionError), MultAI(chat="127.0.0.1:1") as nowhere:
+    with pytest.raises(APIConnectionError), MultAI(chat="127.0.0.1:1", certs_dir=certs_dir) as nowhere:
         nowhere.embeddings.create(model="e", input="x", timeout=5)
 
 
-def test_closing_a_stream_cancels_the_generation(service: tuple[FakeChatService, str]) -> None:
+def test_a_client_without_a_certificate_of_the_mesh_is_refused(
+    service: tuple[FakeChatService, str], certs_dir: Path, tmp_path: Path
+) -> None:
+    _, address = service
+    create_mesh_certs(tmp_path)
+    for client in (MultAI(chat=address, tls=False), MultAI(chat=address, certs_dir=tmp_path)):
+        with pytest.raises(APIConnectionError), client:
+            client.embeddings.create(model="e", input="x", timeout=5)
+    with (
+        pytest.raises(FileNotFoundError, match="multai certs client"),
+        MultAI(chat=address, certs_dir=certs_dir, client_cert="nobody") as nobody,
+    ):
+        nobody.embeddings.create(model="e", input="x", timeout=5)
+
+
+def test_closing_a_stream_cancels_the_generation(
+    service: tuple[FakeChatService, str], certs_dir: Path
+) -> None:
     fake, address = service
     fake.cancelled.clear()
-    with MultAI(chat=address) as client:
+    with MultAI(chat=address, certs_dir=certs_dir) as client:
         with client.chat.completions.create(model="endless", messages=QUESTION, stream=True) as stream:
             for index, _ in enumerate(stream):
                 if index == 2:
@@ -604,17 +632,17 @@ def test_closing_a_stream_cancels_the_generation(service: tuple[FakeChatService,
         assert fake.cancelled.wait(5)
 
 
-def test_models_of_the_services_that_answer(service: tuple[FakeChatService, str]) -> None:
+def test_models_of_the_services_that_answer(service: tuple[FakeChatService, str], certs_dir: Path) -> None:
     _, address = service
-    with MultAI(chat=address, audio="127.0.0.1:1") as client:
+    with MultAI(chat=address, audio="127.0.0.1:1", certs_dir=certs_dir) as client:
         assert [m.id for m in client.models.list(timeout=5)] == ["echo"]
         assert client.models.retrieve("echo-alias").id == "echo"
 
 
-async def test_async_client_same_calls(service: tuple[FakeChatService, str]) -> None:
+async def test_async_client_same_calls(service: tuple[FakeChatService, str], certs_dir: Path) -> None:
     fake, address = service
     fake.cancelled.clear()
-    async with AsyncMultAI(address, priority="background") as client:
+    async with AsyncMultAI(address, priority="background", certs_dir=certs_dir) as client:
         whole = await client.chat.completions.create(model="echo", messages=QUESTION)
         assert whole.choices[0].message.content == "hello brave new world"
         assert fake.requests[-1].priority == common_pb2.PRIORITY_BACKGROUND

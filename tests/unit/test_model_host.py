@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from multai.mesh_tls import MeshChannels
 from multai.model_host import ModelHost
 from multai.registry import ModelRegistry
 from multai.scheduler.v1 import scheduler_pb2
@@ -17,7 +18,11 @@ from multai.scheduler_client import SchedulerClient
 def make_host(folder: Path) -> ModelHost:
     # No models and no scheduler connection: stream() needs neither.
     return ModelHost(
-        "test", ModelRegistry.scan(folder), lambda manifest: None, SchedulerClient("127.0.0.1:9", "test"), 1.0
+        "test",
+        ModelRegistry.scan(folder),
+        lambda manifest: None,
+        SchedulerClient("127.0.0.1:9", "test", MeshChannels(None)),
+        1.0,
     )
 
 
@@ -57,7 +62,7 @@ class RecordingScheduler(SchedulerClient):
     """Keeps what the host registers instead of sending it."""
 
     def __init__(self) -> None:
-        super().__init__("127.0.0.1:9", "test")
+        super().__init__("127.0.0.1:9", "test", MeshChannels(None))
         self.footprints: list[scheduler_pb2.ModelFootprint] = []
 
     async def start(

@@ -37,7 +37,9 @@ class RecordingHost(ModelHost[Any]):
     def __init__(self, folder: Path, backend: SlowBackend) -> None:
         super().__init__("test", ModelRegistry.scan(folder), lambda manifest: None, "127.0.0.1:9", 1.0)
         self.registry = SimpleNamespace(  # type: ignore[assignment]
-            resolve_for=lambda *args: SimpleNamespace(id="painter", defaults={})
+            resolve_for=lambda *args: SimpleNamespace(
+                id="painter", defaults={}, int_default=lambda name, fallback: fallback
+            )
         )
         self.backend = backend
         self.engine_running_at_release: bool | None = None

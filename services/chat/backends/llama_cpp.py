@@ -26,6 +26,7 @@ from services.chat.backends.llama_batch import BatchEngine, EngineStream, Sampli
 CHAT_TEMPERATURE = 0.2
 COMPLETION_TEMPERATURE = 0.8
 COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions.
+MAX_CHARACTERS_PER_TOKEN = 32
 DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
@@ -117,13 +118,34 @@ class LlamaCppBackend:
         self, messages: list[Message], tools: list[FunctionTool], params: GenerationParams
     ) -> EngineStream:
         """Starts generating the assistant's reply, `tools` described to the model."""
+        characters = sum(len(m.content) + sum(len(c.arguments) for c in m.tool_calls) for m in messages)
+        self._check_request_size(characters, params.max_tokens, "messages")
         job = await asyncio.to_thread(self._chat_job, messages, tools, params)
         return self._require_engine().open(job)
 
     async def open_completion(self, prompt: str, params: GenerationParams) -> EngineStream:
         """Starts continuing a raw prompt."""
+        self._check_request_size(len(prompt), params.max_tokens, "prompt")
         job = await asyncio.to_thread(self._completion_job, prompt, params)
         return self._require_engine().open(job)
+
+    def _check_request_size(self, characters: int, max_tokens: int | None, prompt_param: str) -> None:
+        """Refuses, before any tokenising, a prompt or max_tokens that cannot fit the context."""
+        if max_tokens is not None and max_tokens >= self.context_length:
+            raise InvalidParameterError(
+                f"max_tokens is {max_tokens}, and '{self._manifest.id}' holds {self.context_length} tokens "
+                "in all, prompt included; lower max_tokens",
+                param="max_tokens",
+            )
+        # Text averages 3-5 characters a token, and long runs of spaces or symbols are rarely more than
+        # MAX_CHARACTERS_PER_TOKEN; the bound keeps a huge prompt from holding a thread for seconds of
+        # tokenising only to be refused.
+        if characters > self.context_length * MAX_CHARACTERS_PER_TOKEN:
+            raise InvalidParameterError(
+                f"the prompt is {characters} characters long, more than '{self._manifest.id}''s "
+                f"{self.context_length} tokens can hold; shorten it",
+                param=prompt_param,
+            )
 
     def _chat_job(
         self, messages: list[Message], tools: list[FunctionTool], params: GenerationParams
@@ -170,6 +192,14 @@ class LlamaCppBackend:
                 f"{self.context_length} tokens in all; shorten it",
                 param=prompt_param,
             )
+        # As OpenAI's: a reply that could not reach max_tokens is refused rather than cut short silently.
+        if max_tokens is not None and max_tokens > room:
+            raise InvalidParameterError(
+                f"'{self._manifest.id}' holds {self.context_length} tokens; this request asks for "
+                f"{len(prompt_tokens) + max_tokens} ({len(prompt_tokens)} in the prompt, {max_tokens} in the "
+                "reply); shorten the prompt or lower max_tokens",
+                param="max_tokens",
+            )
         sampling = SamplingSpec(
             temperature=params.temperature if params.temperature is not None else default_temperature,
             top_k=params.top_k if params.top_k is not None else DEFAULT_TOP_K,
@@ -186,7 +216,7 @@ class LlamaCppBackend:
         return SequenceJob(
             prompt=prompt_tokens,
             sampling=sampling,
-            max_tokens=room if max_tokens is None else min(max_tokens, room),
+            max_tokens=room if max_tokens is None else max_tokens,
             stops=stops,
             # Reused cells were evaluated in another batch shape, which moves the logits slightly; a seeded
             # reply must not depend on what an earlier request left in the cache.
