@@ -1,6 +1,5 @@
 """The one way a modality service is put together: registry, ModelHost, its servicers, ModelControl."""
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,10 +29,6 @@ async def serve_model_service(
     add_servicers registers the modality's own servicers and returns their full service names;
     ModelControlService and health come with every service (reflection when grpc_reflection is on).
     """
-    # Models are local folders: the hubs' offline switches make any attempt to reach one fail at once
-    # instead of sending a request off the machine.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     registry = ModelRegistry.scan(settings.models_dir, modalities)
     scheduler = SchedulerClient(
         settings.scheduler_address, service_name, MeshChannels.from_settings(settings)

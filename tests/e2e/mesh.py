@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +66,20 @@ class Mesh:
         return self.process.wait(timeout)
 
 
-def start_mesh(models_dir: Path, log_path: Path, *, source: Path = PROJECT_ROOT, **settings: str) -> Mesh:
+def start_mesh(
+    models_dir: Path,
+    log_path: Path,
+    *,
+    source: Path = PROJECT_ROOT,
+    wrapper: Sequence[str] = (),
+    **settings: str,
+) -> Mesh:
     """`multai serve` from the checkout `source` on free ports; settings become MULTAI_<NAME> variables.
 
     Its state folder (certificates, database) is beside the log, never the user's own.
 
-    Another checkout (an older commit, for a before-and-after benchmark) runs with this interpreter.
+    Another checkout (an older commit, for a before-and-after benchmark) runs with this interpreter;
+    `wrapper` prefixes the command (e.g. a tracer).
     """
     port, scheduler_port, metrics_port = free_port(), free_port(), free_port()
     chat_port, audio_port, image_port, vision_port = free_port(), free_port(), free_port(), free_port()
@@ -89,6 +98,7 @@ def start_mesh(models_dir: Path, log_path: Path, *, source: Path = PROJECT_ROOT,
     log_file = log_path.open("wb")
     process = subprocess.Popen(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "multai.cli",
