@@ -90,6 +90,10 @@ ENGINE_BOUNDS: dict[str, Bound] = {
 }
 
 
+# OpenAI's range for transcription and translation.
+TRANSCRIPTION_BOUNDS: dict[str, Bound] = {"temperature": Bound(0, 1)}
+
+
 def check_bounds(message: Message, bounds: Mapping[str, Bound]) -> None:
     """Raises InvalidRequestError naming the first set field of message that is out of its bound."""
     for name, bound in bounds.items():

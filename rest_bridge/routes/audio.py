@@ -12,11 +12,13 @@ from multai.openai.audio import (
     TranscriptionFormat,
     TranscriptionVerbose,
 )
+from multai.openai_params import TRANSCRIPTION_BOUNDS
 from rest_bridge.auth import admit
 from rest_bridge.routes.disconnect import unless_disconnected
 from rest_bridge.serving.audio import AudioServing, TranscriptionParams, check_upload
 
 router = APIRouter()
+TEMPERATURE = TRANSCRIPTION_BOUNDS["temperature"]
 PRIORITY_HEADER = Header(None, description="Queue level 0, 1 or 2; overrides `priority`.")
 
 
@@ -36,7 +38,7 @@ async def create_transcription(
     prompt: Annotated[str | None, Form()] = None,
     initial_prompt: Annotated[str | None, Form(description="The seed design's name for `prompt`.")] = None,
     response_format: Annotated[TranscriptionFormat, Form()] = "json",
-    temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
+    temperature: Annotated[float | None, Form(ge=TEMPERATURE.low, le=TEMPERATURE.high)] = None,
     timestamp_granularities: Annotated[
         list[TimestampGranularity] | None, Form(alias="timestamp_granularities[]")
     ] = None,
@@ -70,7 +72,7 @@ async def create_translation(
     model: Annotated[str, Form(min_length=1)],
     prompt: Annotated[str | None, Form()] = None,
     response_format: Annotated[TranscriptionFormat, Form()] = "json",
-    temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
+    temperature: Annotated[float | None, Form(ge=TEMPERATURE.low, le=TEMPERATURE.high)] = None,
     priority: Annotated[int | None, Form(ge=0, le=2)] = None,
     x_multai_priority: str | None = PRIORITY_HEADER,
 ) -> Response:

@@ -12,6 +12,7 @@ from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 from multai.model_host import ModelHost
 from multai.openai.audio import SPEECH_CONTENT_TYPES
+from multai.openai_params import TRANSCRIPTION_BOUNDS, check_bounds
 from multai.registry import ModelManifest
 from services.audio.backends.base import TranscribeOptions, TranscriptResult, UnknownVoiceError
 from services.audio.backends.whisper import LANGUAGE_NAMES
@@ -59,6 +60,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         self, request: audio_pb2.CreateTranscriptionRequest, context: grpc.aio.ServicerContext
     ) -> audio_pb2.CreateTranscriptionResponse:
         manifest = self._host.registry.resolve_for(request.model, SPEECH_TO_TEXT_BACKENDS, "transcription")
+        check_bounds(request, TRANSCRIPTION_BOUNDS)
         language = request.language.lower() or None
         if language is not None and language not in LANGUAGE_NAMES:
             raise InvalidRequestError(
@@ -80,6 +82,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         self, request: audio_pb2.CreateTranslationRequest, context: grpc.aio.ServicerContext
     ) -> audio_pb2.CreateTranslationResponse:
         manifest = self._host.registry.resolve_for(request.model, SPEECH_TO_TEXT_BACKENDS, "translation")
+        check_bounds(request, TRANSCRIPTION_BOUNDS)
         if not manifest.defaults.get("multilingual", True):
             multilingual = [
                 m.id

@@ -49,6 +49,9 @@ def test_grpc_callers_get_the_same_checks(mesh: Mesh) -> None:
         with pytest.raises(BadRequestError) as speed:
             client.audio.speech.create(model="tts-1", voice="alloy", input="Hi", speed=5)
         assert speed.value.param == "speed"
+        with pytest.raises(BadRequestError) as temperature:
+            client.audio.transcriptions.create(model="whisper-1", file=b"RIFF", temperature=3)
+        assert temperature.value.param == "temperature"
 
 
 @pytest.mark.parametrize(
