@@ -40,6 +40,12 @@ class ServeSettings(MultaiSettings):
     image_port: int = Field(50053, description="Image service gRPC port.")
     vision_port: int = Field(50054, description="Vision service gRPC port.")
     metrics_port: int = Field(50059, ge=0, description="Scheduler's Prometheus /metrics port; 0 disables it.")
+    chat_metrics_port: int = Field(50061, ge=0, description="Chat service's /metrics port; 0 disables it.")
+    audio_metrics_port: int = Field(50062, ge=0, description="Audio service's /metrics port; 0 disables it.")
+    image_metrics_port: int = Field(50063, ge=0, description="Image service's /metrics port; 0 disables it.")
+    vision_metrics_port: int = Field(
+        50064, ge=0, description="Vision service's /metrics port; 0 disables it."
+    )
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
     stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
@@ -62,7 +68,14 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
         return Child(
             name,
             python_module(
-                f"services.{name}", "--port", str(ports[name]), "--scheduler-address", scheduler, *common
+                f"services.{name}",
+                "--port",
+                str(ports[name]),
+                "--metrics-port",
+                str(getattr(settings, f"{name}_metrics_port")),
+                "--scheduler-address",
+                scheduler,
+                *common,
             ),
             lambda: grpc_serving(channels, addresses[name]),
         )

@@ -25,6 +25,7 @@ from multai.common.v1 import common_pb2
 from multai.registry import ModelManifest, ModelRegistry
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import Grant, ResidentReport, SchedulerClient
+from multai.service_metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class ModelHost(Generic[BackendT]):
     ) -> None:
         self.registry = registry
         self.scheduler = scheduler
+        self.metrics = ServiceMetrics()
         self._hosted = {
             m.id: _HostedModel(make_backend(m), ThreadPoolExecutor(1, thread_name_prefix=f"{m.id}-engine"))
             for m in registry.models()
@@ -159,7 +161,7 @@ class ModelHost(Generic[BackendT]):
         max_gpu_layers caps the offload when this request is the one that loads the model on the GPU.
         """
         request_id = request_id or f"req_{uuid.uuid4().hex}"
-        async with self.scheduler.lease(request_id, manifest.id, priority, self._lease_wait_seconds) as grant:
+        async with self._counted_lease(request_id, manifest.id, priority) as grant:
             hosted = self._hosted[manifest.id]
             on_engine_thread = _engine_thread.set(hosted.engine_thread)
             try:
@@ -180,6 +182,28 @@ class ModelHost(Generic[BackendT]):
                         hosted.idle.set()
             finally:
                 _engine_thread.reset(on_engine_thread)
+
+    @asynccontextmanager
+    async def _counted_lease(
+        self, request_id: str, model: str, priority: common_pb2.Priority.ValueType
+    ) -> AsyncIterator[Grant]:
+        """The scheduler's lease, counted as waiting until granted and as running while held."""
+        waiting = self.metrics.requests_waiting.labels(model)
+        running = self.metrics.requests_running.labels(model)
+        waiting.inc()
+        granted = False
+        try:
+            async with self.scheduler.lease(request_id, model, priority, self._lease_wait_seconds) as grant:
+                waiting.dec()
+                granted = True
+                running.inc()
+                try:
+                    yield grant
+                finally:
+                    running.dec()
+        finally:
+            if not granted:
+                waiting.dec()
 
     async def _ensure_loaded(
         self, model: str, hosted: _HostedModel[BackendT], grant: Grant, max_gpu_layers: int | None
@@ -205,6 +229,7 @@ class ModelHost(Generic[BackendT]):
             raise
         hosted.device = grant.device
         load_seconds = time.monotonic() - started
+        self.metrics.model_load_seconds.labels(model).observe(load_seconds)
         report = ResidentReport(model, grant.device, hosted.measured_bytes, load_seconds)
         self.scheduler.report_resident(report)
 

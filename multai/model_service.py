@@ -1,9 +1,11 @@
 """The one way a modality service is put together: registry, ModelHost, its servicers, ModelControl."""
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+from prometheus_client import start_http_server
 
 from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
 from multai.grpc_server import run_grpc_server
@@ -14,6 +16,7 @@ from multai.registry import Modality, ModelManifest, ModelRegistry
 from multai.scheduler_client import SchedulerClient
 from multai.settings import ModelServiceSettings
 
+log = logging.getLogger(__name__)
 MODEL_CONTROL_SERVICE = model_control_pb2.DESCRIPTOR.services_by_name["ModelControlService"].full_name
 
 
@@ -44,6 +47,10 @@ async def serve_model_service(
 
     async def on_started() -> None:
         await host.start(settings.scheduler_connect_seconds)
+        if settings.metrics_port:
+            # prometheus_client serves from a thread of its own, off the event loop.
+            start_http_server(settings.metrics_port, addr=settings.host, registry=host.metrics.registry)
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
 
     await run_grpc_server(
         settings,

@@ -114,6 +114,7 @@ class ModelServiceSettings(GrpcServiceSettings):
     scheduler_connect_seconds: float = Field(
         30.0, gt=0, description="Longest wait for the scheduler at start."
     )
+    metrics_port: int = Field(0, ge=0, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
     max_request_seconds: float = Field(
         600.0,
         gt=0,

@@ -29,6 +29,7 @@ from rest_bridge.auth import KeyAuthMiddleware, KeyRing
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
 from rest_bridge.guards import BodyLimitMiddleware, HostAllowListMiddleware
+from rest_bridge.metrics import BridgeMetrics, RequestMetricsMiddleware
 from rest_bridge.openapi import truthful_openapi
 from rest_bridge.routes import audio, chat, completions, embeddings, health, images, models, responses, vision
 from rest_bridge.serving.audio import AudioServing
@@ -145,7 +146,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         app.include_router(module.router)
     app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
 
-    # The last added runs first: request ids, the Host check, CORS, API keys, then the body limit.
+    # The last added runs first: request ids, metrics, the Host check, CORS, API keys, the body limit.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
     if settings.cors_allow_origins:
         app.add_middleware(
@@ -157,6 +158,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         )
     app.add_middleware(KeyAuthMiddleware, keys=keys)
     app.add_middleware(HostAllowListMiddleware, allowed_hosts=settings.answered_hosts())
+    app.add_middleware(RequestMetricsMiddleware, metrics=BridgeMetrics(metrics))
     app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(OpenAIError)

@@ -23,7 +23,7 @@ from rest_bridge.errors import OpenAIError
 from rest_bridge.guards import send_error
 from rest_bridge.serving.generation import DEFAULT_PRIORITY_LEVEL, priority_level, priority_to_pb
 from rest_bridge.serving.models import ModelsServing, model_not_found
-from rest_bridge.usage import RequestUsage, current_key, current_usage
+from rest_bridge.usage import RequestUsage, current_key, meter
 
 log = logging.getLogger(__name__)
 PROTECTED_PREFIX = "/v1/"
@@ -150,13 +150,12 @@ class KeyAuthMiddleware:
                 message["headers"] = [*message.get("headers", []), *rate_headers]
             await send(message)
 
-        usage = RequestUsage()
-        key_token, usage_token = current_key.set(key), current_usage.set(usage)
+        usage = meter()
+        key_token = current_key.set(key)
         try:
             await self._app(scope, receive, send_with_limits)
         finally:
             current_key.reset(key_token)
-            current_usage.reset(usage_token)
             self._keys.limiter.release(key.name)
             self._keys.record(key, usage)
 
@@ -170,11 +169,13 @@ async def admit(
     tier is a 403: capping it silently would give the caller a slower answer than it asked for without
     telling it why. Without a priority asked for, a key's requests run at its tier's default.
     """
+    models: ModelsServing = request.app.state.models
+    card = await models.find(model, request.state.request_id)
+    # Only installed models label the metrics, whatever names callers send.
+    meter().model = card.id if card is not None else "unknown"
     key = current_key.get()
     if key is None:
         return priority_to_pb(header, body_priority)
-    models: ModelsServing = request.app.state.models
-    card = await models.find(model, request.state.request_id)
     if card is not None and not key.allows_model([card.id, *card.aliases]):
         raise model_not_found(model)
     default = max(key.max_priority, DEFAULT_PRIORITY_LEVEL)

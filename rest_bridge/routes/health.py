@@ -35,5 +35,5 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    """The bridge's Prometheus metrics: usage per API key."""
+    """The bridge's Prometheus metrics: requests, latency as the client sees it, usage per API key."""
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,7 @@
 """What chat, completions and vision share: the request priority, reading a generation stream, SSE."""
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,11 +59,12 @@ class GenerationStream:
         """All pieces, the first included; cancels the RPC if the consumer stops early."""
         try:
             piece = self.first
+            usage = meter()
             while True:
                 if piece.usage is not None:
-                    usage = meter()
                     usage.prompt_tokens += piece.usage.prompt_tokens
                     usage.completion_tokens += piece.usage.completion_tokens
+                usage.output_times.append(time.monotonic())
                 yield piece
                 try:
                     message = await self._call.read()

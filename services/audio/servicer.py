@@ -124,7 +124,8 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
             ) from exc
         async with self._host.leased(manifest, priority, request_id) as backend:
             result: TranscriptResult = await self._host.run_blocking(backend.transcribe, audio, options)
-            return result
+        self._host.metrics.audio_seconds.labels(manifest.id).inc(result.duration)
+        return result
 
     async def CreateSpeech(
         self, request: audio_pb2.CreateSpeechRequest, context: grpc.aio.ServicerContext

@@ -113,6 +113,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.CreateChatCompletionResponse]:
         manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "chat completions")
+        clock = self._host.metrics.stream_clock(manifest.id)
         messages = _messages_from_pb(request.messages)
         schemas = SchemaBudget()
         tools = _tools_from_pb(request.tools, schemas)
@@ -162,8 +163,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                         if not unfinished:
                             # The prompt is the same for every choice, so it counts once.
                             fields[-1]["usage"] = _usage(event.prompt_tokens, completion_tokens)
+                            self._host.metrics.count_tokens(
+                                manifest.id, event.prompt_tokens, completion_tokens
+                            )
                     for field_values in fields:
                         if field_values:
+                            clock.output()
                             yield chat_pb2.CreateChatCompletionResponse(
                                 model=manifest.id,
                                 choice_index=index,
@@ -178,6 +183,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self, request: chat_pb2.CreateCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.CreateCompletionResponse]:
         manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "completions")
+        clock = self._host.metrics.stream_clock(manifest.id)
         params = params_from_pb(request.sampling, request.engine)
         prompt = request.prompt
 
@@ -188,11 +194,13 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         fingerprint = manifest.system_fingerprint(LLAMA_ENGINE)
         async with aclosing(generated) as events:
             async for _, event in events:
+                clock.output()
                 if isinstance(event, TextDelta):
                     yield chat_pb2.CreateCompletionResponse(
                         model=manifest.id, delta=event.text, system_fingerprint=fingerprint
                     )
                 else:
+                    self._host.metrics.count_tokens(manifest.id, event.prompt_tokens, event.completion_tokens)
                     yield chat_pb2.CreateCompletionResponse(
                         model=manifest.id,
                         finish_reason=FINISH_TO_PB[event.reason],
@@ -221,6 +229,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                 )
             texts = await self._host.run_blocking(_input_texts, backend, list(request.inputs))
             vectors, tokens = await self._host.run_blocking(backend.embed, texts, dimensions)
+        self._host.metrics.count_tokens(manifest.id, tokens, 0)
         return chat_pb2.CreateEmbeddingsResponse(
             model=manifest.id,
             embeddings=[chat_pb2.Embedding(values=v.tolist()) for v in vectors],

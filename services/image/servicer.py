@@ -114,6 +114,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                             progress=image_pb2.StepProgress(step=event.step, total_steps=event.total_steps),
                         )
                     else:
+                        self._host.metrics.images.labels(manifest.id).inc()
                         yield image_pb2.GenerateImagesResponse(
                             model=manifest.id,
                             image=image_pb2.GeneratedImage(

@@ -82,6 +82,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         self, request: vision_pb2.CreateVisionCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[vision_pb2.CreateVisionCompletionResponse]:
         manifest = self._host.registry.resolve_for(request.model, VISION_BACKENDS, "vision")
+        clock = self._host.metrics.stream_clock(manifest.id)
         turns = turns_from_pb(list(request.messages), self._max_images)
         sampling = sampling_from_pb(request.sampling)
 
@@ -93,7 +94,11 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             fingerprint = manifest.system_fingerprint(VISION_ENGINE)
             async with aclosing(self._host.stream(generate)) as events:
                 async for event in events:
+                    clock.output()
                     if isinstance(event, VisionDone):
+                        self._host.metrics.count_tokens(
+                            manifest.id, event.prompt_tokens, event.completion_tokens
+                        )
                         yield vision_pb2.CreateVisionCompletionResponse(
                             model=manifest.id,
                             system_fingerprint=fingerprint,

@@ -39,6 +39,8 @@ class Mesh:
     image_store: Path
     # The mesh's own CA and certificates, made by `multai serve` in the temporary state folder.
     certs_dir: Path
+    # Each model service's Prometheus endpoint, by service name.
+    service_metrics_urls: dict[str, str]
 
     @property
     def channels(self) -> MeshChannels:
@@ -83,6 +85,7 @@ def start_mesh(
     """
     port, scheduler_port, metrics_port = free_port(), free_port(), free_port()
     chat_port, audio_port, image_port, vision_port = free_port(), free_port(), free_port(), free_port()
+    service_metrics_ports = {name: free_port() for name in ("chat", "audio", "image", "vision")}
     image_store = log_path.parent / "images"
     state_dir = log_path.parent / "state"
     env = dict(
@@ -119,6 +122,7 @@ def start_mesh(
             str(vision_port),
             "--metrics-port",
             str(metrics_port),
+            *(f"--{name}-metrics-port={port}" for name, port in service_metrics_ports.items()),
             "--no-install-models",
         ],
         stdout=log_file,
@@ -138,6 +142,7 @@ def start_mesh(
         f"127.0.0.1:{vision_port}",
         image_store,
         state_dir / "certs",
+        {name: f"http://127.0.0.1:{port}/metrics" for name, port in service_metrics_ports.items()},
     )
     mesh.wait_ready()
     return mesh

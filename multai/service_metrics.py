@@ -1,0 +1,107 @@
+"""The Prometheus metrics of a modality service, named as vLLM's where the meaning is the same.
+
+vLLM's names keep their meaning under MultAI's own prefix (`vllm:time_to_first_token_seconds` is
+`multai:time_to_first_token_seconds`), so its dashboards and alerts port by renaming the prefix.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# vLLM's buckets for time to first token and inter-token latency, in seconds.
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class ServiceMetrics:
+    """One service's metrics, each labelled by model (its canonical id)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests_waiting = Gauge(
+            "multai:num_requests_waiting", "Requests waiting for a lease.", ["model"], registry=registry
+        )
+        self.requests_running = Gauge(
+            "multai:num_requests_running", "Requests holding a lease.", ["model"], registry=registry
+        )
+        self.time_to_first_token = Histogram(
+            "multai:time_to_first_token_seconds",
+            "From the request's arrival (queue wait included) to its first output.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.inter_token_latency = Histogram(
+            "multai:inter_token_latency_seconds",
+            "Between one output message and the next of a stream.",
+            ["model"],
+            buckets=ITL_BUCKETS,
+            registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "multai:prompt_tokens", "Prompt tokens processed.", ["model"], registry=registry
+        )
+        self.generation_tokens = Counter(
+            "multai:generation_tokens", "Tokens generated.", ["model"], registry=registry
+        )
+        self.model_load_seconds = Histogram(
+            "multai:model_load_seconds",
+            "Time to load a model.",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.audio_seconds = Counter(
+            "multai:audio_seconds",
+            "Seconds of audio transcribed or translated.",
+            ["model"],
+            registry=registry,
+        )
+        self.images = Counter("multai:images", "Images generated.", ["model"], registry=registry)
+
+    def stream_clock(self, model: str) -> "StreamClock":
+        """A clock for one request's outputs, started now (call it when the request arrives)."""
+        return StreamClock(self, model)
+
+    def count_tokens(self, model: str, prompt: int, completion: int) -> None:
+        """Counts one finished request's tokens."""
+        self.prompt_tokens.labels(model).inc(prompt)
+        self.generation_tokens.labels(model).inc(completion)
+
+
+@dataclass
+class StreamClock:
+    """Observes time to first token at a request's first output, inter-token latency at the others."""
+
+    metrics: ServiceMetrics
+    model: str
+    last: float = field(default_factory=time.monotonic)
+    started: bool = False
+
+    def output(self) -> None:
+        """One output message was sent."""
+        now = time.monotonic()
+        histogram = self.metrics.inter_token_latency if self.started else self.metrics.time_to_first_token
+        histogram.labels(self.model).observe(now - self.last)
+        self.last, self.started = now, True
