@@ -96,7 +96,8 @@ def stub() -> FakeChatStub:
 @pytest.fixture
 async def http(stub: FakeChatStub, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(BridgeSettings(image_store_dir=tmp_path / "images", state_dir=tmp_path / "state"))
-    app.state.chat = ChatServing(stub, NoModels(), vision=None, timeout=5)  # type: ignore[arg-type]
+    app.state.models = NoModels()
+    app.state.chat = ChatServing(stub, app.state.models, vision=None, timeout=5)
     app.state.responses = ResponsesServing(app.state.chat)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://localhost/v1") as client:
