@@ -1,7 +1,8 @@
 """The Prometheus metrics of a modality service, named as vLLM's where the meaning is the same.
 
 vLLM's names keep their meaning under MultAI's own prefix (`vllm:time_to_first_token_seconds` is
-`multai:time_to_first_token_seconds`), so its dashboards and alerts port by renaming the prefix.
+`multai_time_to_first_token_seconds`, as the scheduler's are `multai_scheduler_*`), so dashboards and alerts
+port by renaming the prefix.
 """
 
 import time
@@ -40,45 +41,45 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests_waiting = Gauge(
-            "multai:num_requests_waiting", "Requests waiting for a lease.", ["model"], registry=registry
+            "multai_num_requests_waiting", "Requests waiting for a lease.", ["model"], registry=registry
         )
         self.requests_running = Gauge(
-            "multai:num_requests_running", "Requests holding a lease.", ["model"], registry=registry
+            "multai_num_requests_running", "Requests holding a lease.", ["model"], registry=registry
         )
         self.time_to_first_token = Histogram(
-            "multai:time_to_first_token_seconds",
+            "multai_time_to_first_token_seconds",
             "From the request's arrival (queue wait included) to its first output.",
             ["model"],
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
         self.inter_token_latency = Histogram(
-            "multai:inter_token_latency_seconds",
+            "multai_inter_token_latency_seconds",
             "Between one output message and the next of a stream.",
             ["model"],
             buckets=ITL_BUCKETS,
             registry=registry,
         )
         self.prompt_tokens = Counter(
-            "multai:prompt_tokens", "Prompt tokens processed.", ["model"], registry=registry
+            "multai_prompt_tokens", "Prompt tokens processed.", ["model"], registry=registry
         )
         self.generation_tokens = Counter(
-            "multai:generation_tokens", "Tokens generated.", ["model"], registry=registry
+            "multai_generation_tokens", "Tokens generated.", ["model"], registry=registry
         )
         self.model_load_seconds = Histogram(
-            "multai:model_load_seconds",
+            "multai_model_load_seconds",
             "Time to load a model.",
             ["model"],
             buckets=LOAD_BUCKETS,
             registry=registry,
         )
         self.audio_seconds = Counter(
-            "multai:audio_seconds",
+            "multai_audio_seconds",
             "Seconds of audio transcribed or translated.",
             ["model"],
             registry=registry,
         )
-        self.images = Counter("multai:images", "Images generated.", ["model"], registry=registry)
+        self.images = Counter("multai_images", "Images generated.", ["model"], registry=registry)
 
     def stream_clock(self, model: str) -> "StreamClock":
         """A clock for one request's outputs, started now (call it when the request arrives)."""

@@ -23,27 +23,27 @@ class BridgeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["route", "model"]
         self.requests = Counter(
-            "multai:http_requests",
+            "multai_http_requests",
             "HTTP requests by route, model and status.",
             [*labels, "status"],
             registry=registry,
         )
         self.time_to_first_token = Histogram(
-            "multai:time_to_first_token_seconds",
+            "multai_time_to_first_token_seconds",
             "From the request's arrival at the bridge to its first output passed to the client.",
             labels,
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
         self.inter_token_latency = Histogram(
-            "multai:inter_token_latency_seconds",
+            "multai_inter_token_latency_seconds",
             "Between one output passed to the client and the next.",
             labels,
             buckets=ITL_BUCKETS,
             registry=registry,
         )
         self.e2e_latency = Histogram(
-            "multai:e2e_request_latency_seconds",
+            "multai_e2e_request_latency_seconds",
             "From the request's arrival to its last byte.",
             labels,
             buckets=E2E_BUCKETS,

@@ -42,28 +42,28 @@ def test_a_streamed_chat_moves_the_bridges_and_the_chat_services_metrics(
     usage = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
     bridge_after, chat_after = samples(bridge_url), samples(chat_url)
 
-    requests = "multai:http_requests_total"
+    requests = "multai_http_requests_total"
     assert (
         value(bridge_after, requests, **route, status="200")
         == value(bridge_before, requests, **route, status="200") + 1
     )
-    ttft = "multai:time_to_first_token_seconds_count"
+    ttft = "multai_time_to_first_token_seconds_count"
     assert value(bridge_after, ttft, **route) == value(bridge_before, ttft, **route) + 1
-    itl = "multai:inter_token_latency_seconds_count"
+    itl = "multai_inter_token_latency_seconds_count"
     assert value(bridge_after, itl, **route) > value(bridge_before, itl, **route)
 
     model = {"model": CHAT_MODEL}
     assert value(chat_after, ttft, **model) == value(chat_before, ttft, **model) + 1
-    generated = "multai:generation_tokens_total"
+    generated = "multai_generation_tokens_total"
     assert (
         value(chat_after, generated, **model) - value(chat_before, generated, **model)
         == usage.completion_tokens
     )
-    prompt = "multai:prompt_tokens_total"
+    prompt = "multai_prompt_tokens_total"
     assert value(chat_after, prompt, **model) - value(chat_before, prompt, **model) == usage.prompt_tokens
-    assert value(chat_after, "multai:num_requests_running", **model) == 0
+    assert value(chat_after, "multai_num_requests_running", **model) == 0
     assert (
-        "multai:model_load_seconds_count",
+        "multai_model_load_seconds_count",
         frozenset(model.items()),
     ) in chat_after
 
@@ -82,12 +82,12 @@ def test_audio_seconds_and_images_are_counted_where_they_are_made(mesh: Mesh, cl
     )
     assert all(base64.b64decode(image.b64_json or "") for image in images.data)
     audio_after, image_after = samples(audio_url), samples(image_url)
-    seconds = "multai:audio_seconds_total"
+    seconds = "multai_audio_seconds_total"
     counted = value(audio_after, seconds, model="whisper-base") - value(
         audio_before, seconds, model="whisper-base"
     )
     assert abs(counted - transcript.duration) < 0.01
-    made = "multai:images_total"
+    made = "multai_images_total"
     assert (
         value(image_after, made, model="sdxl-tiny-random")
         == value(image_before, made, model="sdxl-tiny-random") + 2
