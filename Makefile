@@ -20,6 +20,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/unasync_client.py --check
 	$(BIN)/mypy
+	$(BIN)/hadolint Containerfile
 
 test: lint
 	$(BIN)/pytest -q

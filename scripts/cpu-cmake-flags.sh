@@ -2,7 +2,12 @@
 # Prints the CMake flags for a CPU-safe ggml build, sourced by setup.sh and build-llama-server.sh alike:
 # no -march=native (the native build segfaults in ggml's AMX kernels on these machines), AMX off, and
 # exactly the AVX levels this CPU reports.
-flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+# MULTAI_PORTABLE_CPU=1 (the container image) targets any x86-64 with AVX2 instead of this machine's CPU.
+if [ "${MULTAI_PORTABLE_CPU:-0}" = 1 ]; then
+  flags="avx avx2 fma f16c"
+else
+  flags=$(grep -m1 '^flags' /proc/cpuinfo || true)
+fi
 has() { [[ " $flags " == *" $1 "* ]] && echo ON || echo OFF; }
 cmake_args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 cmake_args+=" -DGGML_AVX=$(has avx) -DGGML_AVX2=$(has avx2) -DGGML_FMA=$(has fma) -DGGML_F16C=$(has f16c)"
