@@ -2,9 +2,11 @@
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import grpc
@@ -13,12 +15,13 @@ from pydantic import Field
 from multai.bundled_models import BUNDLED_MODELS, install_bundled
 from multai.certs_cli import add_certs_parser, run_certs_command
 from multai.common.v1 import common_pb2
+from multai.edge import EdgeSpec, envoy_config
 from multai.grpc_server import configure_logging
 from multai.keys_cli import add_keys_parser, run_keys_command
 from multai.mesh_tls import MeshChannels, ensure_mesh_certs
 from multai.registry import ModelRegistry
 from multai.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
-from multai.settings import MultaiSettings, load_settings
+from multai.settings import MultaiSettings, is_loopback, load_settings
 from multai.supervisor import Child, Supervisor, grpc_serving, http_ok, python_module
 
 log = logging.getLogger("multai")
@@ -45,6 +48,17 @@ class ServeSettings(MultaiSettings):
     image_metrics_port: int = Field(50063, ge=0, description="Image service's /metrics port; 0 disables it.")
     vision_metrics_port: int = Field(
         50064, ge=0, description="Vision service's /metrics port; 0 disables it."
+    )
+    edge: bool = Field(
+        False,
+        description="Run the Envoy edge on HOST:PORT in front of the bridge (moved to 127.0.0.1:BRIDGE_PORT) "
+        "and the services' gRPC APIs.",
+    )
+    bridge_port: int = Field(8081, description="The bridge's internal port behind the edge (with --edge).")
+    edge_admin_port: int = Field(9901, description="Envoy's admin port on 127.0.0.1 (with --edge).")
+    edge_tls: bool = Field(
+        False,
+        description="Terminate TLS at the edge, with the mesh's certificate (needed for gRPC through it).",
     )
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
@@ -97,22 +111,49 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
             lambda: grpc_serving(channels, scheduler),
         ),
         *(model_service(name) for name in MODEL_SERVICES),
-        Child(
-            "rest_bridge",
-            python_module(
-                "rest_bridge",
-                "--host",
-                settings.host,
-                "--port",
-                str(settings.port),
-                *bridge_addresses,
-                "--scheduler-address",
-                scheduler,
-                *common,
-            ),
-            lambda: http_ok(f"http://127.0.0.1:{settings.port}/healthz"),
-        ),
+        bridge_child(settings, [*bridge_addresses, "--scheduler-address", scheduler, *common]),
+        *([edge_child(settings, addresses)] if settings.edge else []),
     ]
+
+
+def bridge_child(settings: ServeSettings, arguments: list[str]) -> Child:
+    """The REST bridge: public on HOST:PORT, or behind the edge on 127.0.0.1:BRIDGE_PORT."""
+    host, port = ("127.0.0.1", settings.bridge_port) if settings.edge else (settings.host, settings.port)
+    # Behind a public edge the bridge itself is on loopback, yet every request comes from outside.
+    public = settings.edge and not is_loopback(settings.host)
+    return Child(
+        "rest_bridge",
+        python_module(
+            "rest_bridge",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *(["--require-keys"] if public else []),
+            *arguments,
+        ),
+        lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
+    )
+
+
+def edge_child(settings: ServeSettings, service_addresses: dict[str, str]) -> Child:
+    """Envoy on HOST:PORT, configured by multai.edge and ready when its admin says so."""
+    spec = EdgeSpec(
+        listen_host=settings.host,
+        listen_port=settings.port,
+        admin_port=settings.edge_admin_port,
+        bridges=[f"127.0.0.1:{settings.bridge_port}"],
+        services={name: [address] for name, address in service_addresses.items()},
+        certs_dir=settings.mesh_certs_dir(),
+        tls=settings.edge_tls,
+    )
+    config = settings.state_dir / "envoy.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(envoy_config(spec), indent=1))
+    envoy = str(Path(sys.executable).with_name("envoy"))
+    # Several edges may run on one machine (tests, benchmarks); hot restart's shared memory would clash.
+    argv = [envoy, "-c", str(config), "--log-level", "warning", "--disable-hot-restart"]
+    return Child("edge", argv, lambda: http_ok(f"http://127.0.0.1:{settings.edge_admin_port}/ready"))
 
 
 async def serve(settings: ServeSettings) -> None:
@@ -128,7 +169,8 @@ async def serve(settings: ServeSettings) -> None:
     supervisor = Supervisor(
         mesh_children(settings), settings.ready_timeout_seconds, settings.stop_grace_seconds
     )
-    log.info("REST API on http://%s:%d/v1", settings.host, settings.port)
+    scheme = "https" if settings.edge and settings.edge_tls else "http"
+    log.info("REST API on %s://%s:%d/v1", scheme, settings.host, settings.port)
     await supervisor.run(stop)
 
 

@@ -1,5 +1,6 @@
 """Typed settings shared by every process: defaults < TOML file (MULTAI_CONFIG) < MULTAI_* env < CLI flags."""
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -22,6 +23,16 @@ def default_engine_threads() -> int:
     """
     allowed = len(os.sched_getaffinity(0))
     return max(1, min(allowed, psutil.cpu_count(logical=False) or allowed))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host names only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def default_models_dir() -> Path:

@@ -1,12 +1,11 @@
 """Settings of the REST bridge process."""
 
-import ipaddress
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
 
-from multai.settings import MultaiSettings
+from multai.settings import MultaiSettings, is_loopback
 from rest_bridge.guards import LOOPBACK_HOSTS
 
 # Binding these serves every interface, so no one name of the server follows from them.
@@ -56,6 +55,11 @@ class BridgeSettings(MultaiSettings):
         False,
         description="Serve a non-loopback address without API keys (only behind a proxy that authenticates).",
     )
+    require_keys: bool = Field(
+        False,
+        description="Need a key on every /v1 route even while none exists (multai serve --edge sets it when "
+        "the edge is public and this bridge is behind it on loopback).",
+    )
     cors_allow_origins: list[str] = Field(
         default_factory=list,
         description="Origins browsers may call the API from; none (CORS off) by default.",
@@ -68,15 +72,6 @@ class BridgeSettings(MultaiSettings):
         return [*LOOPBACK_HOSTS, *bound, *self.allowed_hosts]
 
     def keys_required(self) -> bool:
-        """Whether /v1 routes need a key even while none exists: bound beyond loopback, unless allowed."""
-        return not (self.allow_unauthenticated or is_loopback(self.host))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether host names only this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+        """Whether /v1 routes need a key even while none exists: bound beyond loopback, unless allowed, or
+        told so (behind a public edge)."""
+        return self.require_keys or not (self.allow_unauthenticated or is_loopback(self.host))

@@ -19,6 +19,7 @@ from multai.client.params import (
     TranscriptionParams,
     TranslationParams,
 )
+from multai.client.protocol import Metadata
 from multai.client.types import (
     BinaryResponseContent,
     ImageProgress,
@@ -223,22 +224,22 @@ class AsyncModels:
 
     async def list(self, **options: Unpack[RequestOptions]) -> ModelList:
         """The models of every configured service that answers (asked all at once when asynchronous)."""
-        stubs, call = self._client._prepare_listing(options)
+        calls, call = self._client._prepare_listing(options)
         request = model_control_pb2.ListModelsRequest()
 
         async def listing(
-            stub: model_control_pb2_grpc.ModelControlServiceStub,
+            stub: model_control_pb2_grpc.ModelControlServiceStub, metadata: Metadata
         ) -> model_control_pb2.ListModelsResponse | APIConnectionError:
             try:
                 with rpc_errors(call.request_id):
                     listed: model_control_pb2.ListModelsResponse = await stub.ListModels(
-                        request, timeout=call.timeout, metadata=call.metadata
+                        request, timeout=call.timeout, metadata=metadata
                     )
                     return listed
             except APIConnectionError as exc:
                 return exc
 
-        return protocol.model_list(await _aio.gather(*(listing(stub) for stub in stubs)))
+        return protocol.model_list(await _aio.gather(*(listing(stub, metadata) for stub, metadata in calls)))
 
     async def retrieve(self, model: str, **options: Unpack[RequestOptions]) -> Model:
         """One model by id or alias."""

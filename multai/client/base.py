@@ -12,9 +12,18 @@ from typing import Any, Generic, Self, TypeVar
 from multai.audio.v1 import audio_pb2_grpc
 from multai.chat.v1 import chat_pb2_grpc
 from multai.client.params import Priority, RequestOptions
-from multai.client.protocol import CallSettings, Rpc, Service, call_settings, check_params, priority_to_pb
+from multai.client.protocol import (
+    CallSettings,
+    Metadata,
+    Rpc,
+    Service,
+    call_settings,
+    check_params,
+    priority_to_pb,
+)
 from multai.client.settings import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT_SECONDS, ClientSettings
 from multai.common.v1 import model_control_pb2_grpc
+from multai.edge import SERVICE_HEADER
 from multai.image.v1 import image_pb2_grpc
 from multai.mesh_tls import MESH_IDENTITY, MeshChannels
 from multai.settings import MultaiSettings
@@ -134,12 +143,23 @@ class ClientBase(ABC, Generic[ChannelT]):
 
     def _prepare_listing(
         self, options: Mapping[str, Any]
-    ) -> tuple[list[model_control_pb2_grpc.ModelControlServiceStub], CallSettings]:
-        """One ModelControlService stub per distinct configured address, and the call's settings."""
+    ) -> tuple[list[tuple[model_control_pb2_grpc.ModelControlServiceStub, Metadata]], CallSettings]:
+        """A ModelControlService stub and call metadata per configured service, and the call's settings.
+
+        Every service serves the same ModelControlService, so each call names its service: an edge in
+        front of all of them routes by that header (multai.edge), and a service's own port ignores it.
+        """
         check_params(options, RequestOptions)
-        addresses = dict.fromkeys(address for address in self._addresses.values() if address)
-        stubs = [self._stub(model_control_pb2_grpc.ModelControlServiceStub, a) for a in addresses]
-        return stubs, self._call_settings(options)  # type: ignore[arg-type]
+        call = self._call_settings(options)  # type: ignore[arg-type]
+        calls = [
+            (
+                self._stub(model_control_pb2_grpc.ModelControlServiceStub, address),
+                (*call.metadata, (SERVICE_HEADER, service)),
+            )
+            for service, address in self._addresses.items()
+            if address
+        ]
+        return calls, call
 
     def _forget_channels(self) -> list[ChannelT]:
         """The open channels, which the caller closes; later calls open new ones."""

@@ -61,6 +61,8 @@ ParamsT = TypeVar("ParamsT", bound=Mapping[str, Any])
 ResultT = TypeVar("ResultT")
 ResultT_co = TypeVar("ResultT_co", covariant=True)
 RequestT = TypeVar("RequestT", bound=OpenAIModel)
+# gRPC call metadata: (key, value) pairs.
+Metadata = tuple[tuple[str, str], ...]
 
 # Room for a request's other fields next to an uploaded file inside one gRPC message.
 REQUEST_OVERHEAD_BYTES = 64 * 1024
@@ -100,7 +102,7 @@ class CallSettings:
     request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
 
     @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
+    def metadata(self) -> Metadata:
         """The gRPC metadata that carries the request id into the services' logs."""
         return (("x-request-id", self.request_id),)
 

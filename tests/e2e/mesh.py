@@ -3,6 +3,7 @@
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,6 +42,13 @@ class Mesh:
     certs_dir: Path
     # Each model service's Prometheus endpoint, by service name.
     service_metrics_urls: dict[str, str]
+    # The CA that HTTP clients verify base_url with, when the mesh's edge terminates TLS.
+    edge_ca: Path | None = None
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify` for base_url (the edge's CA file exists once `multai serve` has made it)."""
+        return True if self.edge_ca is None else ssl.create_default_context(cafile=self.edge_ca)
 
     @property
     def channels(self) -> MeshChannels:
@@ -56,7 +64,9 @@ class Mesh:
             if self.process.poll() is not None:
                 raise RuntimeError(f"multai serve exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.base_url.removesuffix('/v1')}/readyz", timeout=1).status_code == 200:
+                readyz = f"{self.base_url.removesuffix('/v1')}/readyz"
+                waiting_for_ca = self.edge_ca is not None and not self.edge_ca.exists()
+                if not waiting_for_ca and httpx.get(readyz, timeout=1, verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -130,9 +140,10 @@ def start_mesh(
         env=env,
         cwd=source,
     )
+    edge_tls = settings.get("edge", "") == "true" and settings.get("edge_tls", "") == "true"
     mesh = Mesh(
         process,
-        f"http://127.0.0.1:{port}/v1",
+        f"{'https' if edge_tls else 'http'}://127.0.0.1:{port}/v1",
         f"127.0.0.1:{scheduler_port}",
         log_path,
         f"http://127.0.0.1:{metrics_port}/metrics",
@@ -143,6 +154,7 @@ def start_mesh(
         image_store,
         state_dir / "certs",
         {name: f"http://127.0.0.1:{port}/metrics" for name, port in service_metrics_ports.items()},
+        state_dir / "certs" / "ca.pem" if edge_tls else None,
     )
     mesh.wait_ready()
     return mesh

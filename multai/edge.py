@@ -1,0 +1,263 @@
+"""The Envoy edge's configuration, from one generator for `multai serve --edge` and for Kubernetes.
+
+One listener serves both APIs at one address:
+- HTTP `/v1/*` (and everything else that is not gRPC) goes to the REST bridge replicas;
+- gRPC `/multai.<service>.v1.*` goes to that service's replicas; the services' shared
+  `multai.common.v1.ModelControlService` and gRPC health go where the `x-multai-service` header says, which
+  the client library sets, so that one edge address lists every service's models.
+
+Envoy balances each request to the replica with the fewest in flight, retries a request that failed before
+any response byte (connection refused or reset, gRPC UNAVAILABLE), ejects replicas that keep failing and
+health-checks every replica (gRPC health for the services, /healthz for the bridge). Upstream it speaks the
+mesh's mutual TLS with the mesh's certificate. gRPC through the edge therefore needs a caller certificate
+from the mesh's CA: only a TLS edge can see one, so on a plaintext edge the gRPC routes answer 403
+(PERMISSION_DENIED) and only the REST API, behind its API keys, is served.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from multai.mesh_tls import CA_IDENTITY, MESH_IDENTITY, MESH_SERVER_NAME, cert_file, key_file
+
+MODEL_SERVICES = ("chat", "audio", "image", "vision")
+SERVICE_HEADER = "x-multai-service"
+BRIDGE_CLUSTER = "bridge"
+RETRY_ON = "connect-failure,refused-stream,reset,unavailable"
+RETRIES = 2
+TYPE = "type.googleapis.com/envoy.extensions"
+
+
+@dataclass(frozen=True)
+class EdgeSpec:
+    """Where the edge listens and what stands behind it (host:port replicas per cluster)."""
+
+    listen_host: str
+    listen_port: int
+    admin_port: int
+    bridges: Sequence[str]
+    services: Mapping[str, Sequence[str]]
+    certs_dir: Path
+    # Terminate TLS at the edge (with the mesh's certificate unless tls_cert/tls_key name others).
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def _endpoints(cluster: str, replicas: Sequence[str]) -> dict[str, Any]:
+    endpoints = []
+    for replica in replicas:
+        host, _, port = replica.rpartition(":")
+        address = {"socket_address": {"address": host.strip("[]"), "port_value": int(port)}}
+        endpoints.append({"endpoint": {"address": address}})
+    return {"cluster_name": cluster, "endpoints": [{"lb_endpoints": endpoints}]}
+
+
+def _certificate(cert: Path, key: Path) -> dict[str, Any]:
+    return {"certificate_chain": {"filename": str(cert)}, "private_key": {"filename": str(key)}}
+
+
+def _upstream_mtls(certs_dir: Path) -> dict[str, Any]:
+    """The mesh's mutual TLS towards the services, checking their name as MeshChannels does."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"{TYPE}.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": MESH_SERVER_NAME,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    _certificate(cert_file(certs_dir, MESH_IDENTITY), key_file(certs_dir, MESH_IDENTITY))
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(cert_file(certs_dir, CA_IDENTITY))},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": MESH_SERVER_NAME}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _downstream_tls(spec: EdgeSpec) -> dict[str, Any]:
+    """TLS for callers: a certificate from the mesh's CA is asked for, not required (REST has none)."""
+    cert = spec.tls_cert or cert_file(spec.certs_dir, MESH_IDENTITY)
+    key = spec.tls_key or key_file(spec.certs_dir, MESH_IDENTITY)
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"{TYPE}.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": False,
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [_certificate(cert, key)],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(cert_file(spec.certs_dir, CA_IDENTITY))}
+                },
+            },
+        },
+    }
+
+
+def _service_cluster(name: str, replicas: Sequence[str], certs_dir: Path) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STRICT_DNS",
+        "connect_timeout": "2s",
+        "lb_policy": "LEAST_REQUEST",
+        "load_assignment": _endpoints(name, replicas),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": f"{TYPE}.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "transport_socket": _upstream_mtls(certs_dir),
+        "health_checks": [
+            {
+                "timeout": "2s",
+                "interval": "5s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        "outlier_detection": _outlier_detection(),
+    }
+
+
+def _bridge_cluster(replicas: Sequence[str]) -> dict[str, Any]:
+    return {
+        "name": BRIDGE_CLUSTER,
+        "type": "STRICT_DNS",
+        "connect_timeout": "2s",
+        "lb_policy": "LEAST_REQUEST",
+        "load_assignment": _endpoints(BRIDGE_CLUSTER, replicas),
+        "health_checks": [
+            {
+                "timeout": "2s",
+                "interval": "5s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "http_health_check": {"path": "/healthz"},
+            }
+        ],
+        "outlier_detection": _outlier_detection(),
+    }
+
+
+def _outlier_detection() -> dict[str, Any]:
+    # A replica that fails requests in a row sits out a while; at least half the replicas always serve.
+    return {
+        "consecutive_5xx": 5,
+        "consecutive_gateway_failure": 3,
+        "interval": "5s",
+        "base_ejection_time": "15s",
+        "max_ejection_percent": 50,
+    }
+
+
+def _route(match: dict[str, Any], cluster: str, grpc: bool) -> dict[str, Any]:
+    route: dict[str, Any] = {
+        "match": match,
+        "route": {
+            "cluster": cluster,
+            # Generations stream for minutes; the services and the bridge set their own deadlines.
+            "timeout": "0s",
+            "retry_policy": {"retry_on": RETRY_ON, "num_retries": RETRIES},
+        },
+    }
+    if grpc:
+        route["typed_per_filter_config"] = {
+            "envoy.filters.http.rbac": {
+                "@type": f"{TYPE}.filters.http.rbac.v3.RBACPerRoute",
+                "rbac": {
+                    "rules": {
+                        "action": "ALLOW",
+                        "policies": {
+                            "caller-with-a-mesh-certificate": {
+                                "permissions": [{"any": True}],
+                                # A bare `authenticated` matches any TLS connection, with a peer
+                                # certificate or without; a non-empty principal needs one (which the
+                                # listener has checked against the mesh's CA).
+                                "principals": [
+                                    {"authenticated": {"principal_name": {"safe_regex": {"regex": ".+"}}}}
+                                ],
+                            }
+                        },
+                    }
+                },
+            }
+        }
+    return route
+
+
+def _routes() -> list[dict[str, Any]]:
+    routes = [_route({"prefix": f"/multai.{name}.v1."}, name, grpc=True) for name in MODEL_SERVICES]
+    for prefix in ("/multai.common.v1.", "/grpc.health.v1."):
+        for name in MODEL_SERVICES:
+            header = {"name": SERVICE_HEADER, "string_match": {"exact": name}}
+            routes.append(_route({"prefix": prefix, "headers": [header]}, name, grpc=True))
+    routes.append(_route({"prefix": "/"}, BRIDGE_CLUSTER, grpc=False))
+    return routes
+
+
+# No request or response bodies, ever: prompts and audio stay out of the logs.
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%" %RESPONSE_CODE% grpc=%GRPC_STATUS% '
+    "%RESPONSE_FLAGS% in=%BYTES_RECEIVED% out=%BYTES_SENT% %DURATION%ms upstream=%UPSTREAM_HOST% "
+    "id=%REQ(X-REQUEST-ID)%\n"
+)
+
+
+def envoy_config(spec: EdgeSpec) -> dict[str, Any]:
+    """Envoy's bootstrap configuration (JSON, which Envoy reads as YAML too)."""
+    manager = {
+        "@type": f"{TYPE}.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": "0s",
+        "request_timeout": "0s",
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": f"{TYPE}.access_loggers.stream.v3.StdoutAccessLog",
+                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                },
+            }
+        ],
+        "http_filters": [
+            # No rules here: only the gRPC routes' own rules apply.
+            {
+                "name": "envoy.filters.http.rbac",
+                "typed_config": {"@type": f"{TYPE}.filters.http.rbac.v3.RBAC"},
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": f"{TYPE}.filters.http.router.v3.Router"},
+            },
+        ],
+        "route_config": {
+            "name": "edge",
+            "virtual_hosts": [{"name": "mesh", "domains": ["*"], "routes": _routes()}],
+        },
+    }
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
+    }
+    if spec.tls:
+        chain["transport_socket"] = _downstream_tls(spec)
+    listener = {
+        "name": "edge",
+        "address": {"socket_address": {"address": spec.listen_host, "port_value": spec.listen_port}},
+        "filter_chains": [chain],
+    }
+    clusters = [_bridge_cluster(spec.bridges)]
+    clusters += [_service_cluster(name, spec.services[name], spec.certs_dir) for name in MODEL_SERVICES]
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.admin_port}}},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }

@@ -1,0 +1,103 @@
+"""`multai serve --edge`: Envoy in front of the bridge and the services, one address for both APIs."""
+
+import base64
+import io
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import openai
+import pytest
+
+from multai.client import MultAI
+from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
+from multai.mesh_tls import MeshChannels
+from tests.e2e.mesh import Mesh, free_port, start_mesh
+
+CHAT_MODEL = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="module")
+def edge_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    folder = tmp_path_factory.mktemp("edge")
+    running = start_mesh(
+        models_dir,
+        folder / "serve.log",
+        edge="true",
+        edge_tls="true",
+        bridge_port=str(free_port()),
+        edge_admin_port=str(free_port()),
+    )
+    yield running
+    running.stop()
+
+
+def sdk(mesh: Mesh) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=mesh.base_url,
+        api_key="local",
+        max_retries=0,
+        timeout=120,
+        http_client=httpx.Client(verify=mesh.verify),
+    )
+
+
+def edge_address(mesh: Mesh) -> str:
+    return mesh.base_url.removeprefix("https://").removesuffix("/v1")
+
+
+def test_the_openai_sdk_works_through_the_edge(edge_mesh: Mesh) -> None:
+    client = sdk(edge_mesh)
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=6, stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    speech = client.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hello there.", response_format="wav"
+    )
+    with wave.open(io.BytesIO(speech.content)) as audio:
+        assert audio.getnframes() > 0
+    transcript = client.audio.transcriptions.create(model="whisper-1", file=("hello.wav", speech.content))
+    assert "hello" in transcript.text.lower()
+    image = client.images.generate(model="gpt-image-1", prompt="a dot", size="64x64").data[0]
+    assert base64.b64decode(image.b64_json or "").startswith(b"\x89PNG")
+
+
+def test_the_grpc_client_works_through_the_same_address_and_lists_every_service(edge_mesh: Mesh) -> None:
+    with MultAI(edge_address(edge_mesh), certs_dir=edge_mesh.certs_dir, timeout=120) as client:
+        reply = client.chat.completions.create(
+            model=CHAT_MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4
+        )
+        assert reply.choices[0].message.content is not None
+        modalities = {model.modality for model in client.models.list()}
+    assert {"chat", "audio", "image"} <= modalities
+
+
+async def test_grpc_through_the_edge_needs_a_mesh_certificate(edge_mesh: Mesh, tmp_path: Path) -> None:
+    """The edge re-originates calls with the mesh's own certificate, so it must not pass strangers on."""
+    assert edge_mesh.edge_ca is not None
+    ca = edge_mesh.edge_ca.read_bytes()
+    anonymous = grpc.ssl_channel_credentials(root_certificates=ca)
+    options = [("grpc.ssl_target_name_override", "multai-mesh")]
+    request = model_control_pb2.ListModelsRequest()
+    metadata = (("x-multai-service", "chat"),)
+    async with grpc.aio.secure_channel(edge_address(edge_mesh), anonymous, options) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await model_control_pb2_grpc.ModelControlServiceStub(channel).ListModels(
+                request, timeout=30, metadata=metadata
+            )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    async with MeshChannels(edge_mesh.certs_dir).aio_channel(edge_address(edge_mesh)) as channel:
+        listed = await model_control_pb2_grpc.ModelControlServiceStub(channel).ListModels(
+            request, timeout=30, metadata=metadata
+        )
+    assert CHAT_MODEL in {model.id for model in listed.models}
+
+
+def test_the_bridge_itself_is_not_on_the_public_port(edge_mesh: Mesh) -> None:
+    """With --edge, uvicorn moved to the internal port: what answers on the public one is Envoy."""
+    response = httpx.get(edge_mesh.base_url + "/models", verify=edge_mesh.verify, timeout=30)
+    assert response.status_code == 200
+    assert response.headers.get("server") == "envoy"
