@@ -173,6 +173,13 @@ async def run_grpc_server(
         log.warning("mesh_tls is off: anyone who reaches %s can call every RPC", address)
         server.add_insecure_port(address)
     await server.start()
+    # Kubernetes' grpc probes present no client certificate: a plaintext port that serves health alone
+    # reveals nothing more than the probe needs.
+    health_server = grpc.aio.server()
+    if settings.health_port:
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+        await health_server.start()
     log.info("listening on %s", address)
 
     stop = asyncio.Event()
@@ -191,5 +198,6 @@ async def run_grpc_server(
         log.info("stopping: health NOT_SERVING, %.1fs grace", settings.shutdown_grace_seconds)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_seconds)
+        await health_server.stop(0)
         if on_stopping is not None:
             await on_stopping()

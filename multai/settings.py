@@ -113,6 +113,9 @@ class GrpcServiceSettings(MultaiSettings):
     port: int = Field(description="Port to bind.")
     shutdown_grace_seconds: float = Field(5.0, description="Time in-flight RPCs get on SIGTERM.")
     grpc_reflection: bool = Field(False, description="Serve gRPC reflection (for grpcurl and debugging).")
+    health_port: int = Field(
+        0, ge=0, description="A plaintext port serving gRPC health alone (Kubernetes' grpc probes); 0: none."
+    )
     max_message_bytes: int = Field(
         32 * 1024 * 1024, ge=4 * 1024 * 1024, description="Largest gRPC message (uploads reach 25 MB)."
     )
