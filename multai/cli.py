@@ -15,7 +15,7 @@ from pydantic import Field
 from multai.bundled_models import BUNDLED_MODELS, install_bundled
 from multai.certs_cli import add_certs_parser, run_certs_command
 from multai.common.v1 import common_pb2
-from multai.edge import EdgeSpec, envoy_config
+from multai.edge import MODEL_SERVICES, EdgeSpec, envoy_config
 from multai.grpc_server import configure_logging
 from multai.keys_cli import add_keys_parser, run_keys_command
 from multai.mesh_tls import MeshChannels, ensure_mesh_certs
@@ -63,9 +63,6 @@ class ServeSettings(MultaiSettings):
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
     stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
-
-
-MODEL_SERVICES = ("chat", "audio", "image", "vision")
 
 
 def mesh_children(settings: ServeSettings) -> list[Child]:
@@ -245,7 +242,36 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--models-dir", help="folder of model folders (default: MULTAI_MODELS_DIR)")
     add_keys_parser(commands)
     add_certs_parser(commands)
+    edge = commands.add_parser("edge", help="the Envoy edge's configuration")
+    edge_commands = edge.add_subparsers(dest="edge_command", required=True)
+    config = edge_commands.add_parser(
+        "config", help="print Envoy's configuration for given replicas (k8s/base/envoy/envoy.json is this)"
+    )
+    config.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT Envoy listens on")
+    config.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin port on 127.0.0.1")
+    config.add_argument("--bridge", nargs="+", required=True, help="the REST bridge's HOST:PORT replicas")
+    for name in MODEL_SERVICES:
+        config.add_argument(
+            f"--{name}", nargs="+", required=True, help=f"the {name} service's HOST:PORT replicas"
+        )
+    config.add_argument("--edge-certs-dir", required=True, help="where Envoy finds the mesh's certificates")
+    config.add_argument("--tls", action="store_true", help="terminate TLS at the edge")
     return parser
+
+
+def edge_config_text(args: argparse.Namespace) -> str:
+    """`multai edge config`'s output: Envoy's configuration as indented JSON."""
+    host, _, port = args.listen.rpartition(":")
+    spec = EdgeSpec(
+        listen_host=host,
+        listen_port=int(port),
+        admin_port=args.admin_port,
+        bridges=args.bridge,
+        services={name: getattr(args, name) for name in MODEL_SERVICES},
+        certs_dir=Path(args.edge_certs_dir),
+        tls=args.tls,
+    )
+    return json.dumps(envoy_config(spec), indent=2) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -275,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         run_keys_command(args)
     elif args.command == "certs":
         run_certs_command(args)
+    elif args.command == "edge":
+        sys.stdout.write(edge_config_text(args))
     elif args.models_command == "list":
         registry = ModelRegistry.scan(settings_common.models_dir)
         print("MODEL                         MODALITY  BACKEND                SIZE       ALIASES")
