@@ -60,6 +60,10 @@ class ServeSettings(MultaiSettings):
         False,
         description="Terminate TLS at the edge, with the mesh's certificate (needed for gRPC through it).",
     )
+    extra_chat_ports: list[int] = Field(
+        default_factory=list,
+        description="Ports of more chat-service replicas, balanced by the edge with the first (with --edge).",
+    )
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
     stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
@@ -75,25 +79,37 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
     ports = {name: getattr(settings, f"{name}_port") for name in MODEL_SERVICES}
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
 
-    def model_service(name: str) -> Child:
+    def model_service(name: str, port: int, metrics_port: int, child_name: str) -> Child:
         return Child(
-            name,
+            child_name,
             python_module(
                 f"services.{name}",
                 "--port",
-                str(ports[name]),
+                str(port),
                 "--metrics-port",
-                str(getattr(settings, f"{name}_metrics_port")),
+                str(metrics_port),
                 "--scheduler-address",
                 scheduler,
                 *common,
             ),
-            lambda: grpc_serving(channels, addresses[name]),
+            lambda: grpc_serving(channels, f"127.0.0.1:{port}"),
         )
+
+    services = [
+        model_service(name, ports[name], getattr(settings, f"{name}_metrics_port"), name)
+        for name in MODEL_SERVICES
+    ]
+    # Extra replicas export no metrics port of their own: the edge's statistics count their requests.
+    extra_chats = [
+        model_service("chat", port, 0, f"chat-{index}")
+        for index, port in enumerate(settings.extra_chat_ports, 2)
+    ]
 
     bridge_addresses = [
         argument for name in MODEL_SERVICES for argument in (f"--{name}-address", addresses[name])
     ]
+    replicas = {name: [address] for name, address in addresses.items()}
+    replicas["chat"] += [f"127.0.0.1:{port}" for port in settings.extra_chat_ports]
     return [
         Child(
             "scheduler",
@@ -107,9 +123,10 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
             ),
             lambda: grpc_serving(channels, scheduler),
         ),
-        *(model_service(name) for name in MODEL_SERVICES),
+        *services,
+        *extra_chats,
         bridge_child(settings, [*bridge_addresses, "--scheduler-address", scheduler, *common]),
-        *([edge_child(settings, addresses)] if settings.edge else []),
+        *([edge_child(settings, replicas)] if settings.edge else []),
     ]
 
 
@@ -133,14 +150,14 @@ def bridge_child(settings: ServeSettings, arguments: list[str]) -> Child:
     )
 
 
-def edge_child(settings: ServeSettings, service_addresses: dict[str, str]) -> Child:
+def edge_child(settings: ServeSettings, service_replicas: dict[str, list[str]]) -> Child:
     """Envoy on HOST:PORT, configured by multai.edge and ready when its admin says so."""
     spec = EdgeSpec(
         listen_host=settings.host,
         listen_port=settings.port,
         admin_port=settings.edge_admin_port,
         bridges=[f"127.0.0.1:{settings.bridge_port}"],
-        services={name: [address] for name, address in service_addresses.items()},
+        services=service_replicas,
         certs_dir=settings.mesh_certs_dir(),
         tls=settings.edge_tls,
     )

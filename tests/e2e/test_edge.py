@@ -101,3 +101,20 @@ def test_the_bridge_itself_is_not_on_the_public_port(edge_mesh: Mesh) -> None:
     response = httpx.get(edge_mesh.base_url + "/models", verify=edge_mesh.verify, timeout=30)
     assert response.status_code == 200
     assert response.headers.get("server") == "envoy"
+
+
+def test_the_bridges_metrics_are_reachable_through_the_edge_and_move(edge_mesh: Mesh) -> None:
+    metrics_url = edge_mesh.base_url.removesuffix("/v1") + "/metrics"
+
+    def chat_requests() -> float:
+        text = httpx.get(metrics_url, verify=edge_mesh.verify, timeout=30).text
+        labels = 'model="smollm2-135m-instruct",route="/v1/chat/completions",status="200"'
+        pattern = f"multai_http_requests_total{{{labels}}}"
+        line = next((line for line in text.splitlines() if line.startswith(pattern)), f"{pattern} 0")
+        return float(line.rsplit(" ", 1)[1])
+
+    before = chat_requests()
+    sdk(edge_mesh).chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": "Hi."}], max_tokens=2
+    )
+    assert chat_requests() == before + 1
