@@ -43,6 +43,8 @@ class EdgeSpec:
     tls: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Larger requests get 413 at the edge, before any replica sees them (the bridge's own limit is 30 MiB).
+    max_request_bytes: int = 32 * 1024 * 1024
 
 
 def _endpoints(cluster: str, replicas: Sequence[str]) -> dict[str, Any]:
@@ -212,6 +214,28 @@ ACCESS_LOG_FORMAT = (
 )
 
 
+# Status: (OpenAI error type, code, message) of what Envoy itself answers.
+EDGE_ERRORS = {
+    413: ("invalid_request_error", "request_too_large", "the request body is larger than the edge's limit"),
+    503: ("server_error", "no_healthy_upstream", "no replica behind the edge is available; retry shortly"),
+}
+
+
+def _error_json(status: int, error_type: str, code: str, message: str) -> dict[str, Any]:
+    error = {"message": message, "type": error_type, "param": None, "code": code}
+    return {
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"edge.json_{status}"},
+                }
+            }
+        },
+        "body_format_override": {"json_format": {"error": error}},
+    }
+
+
 def envoy_config(spec: EdgeSpec) -> dict[str, Any]:
     """Envoy's bootstrap configuration (JSON, which Envoy reads as YAML too)."""
     manager = {
@@ -229,7 +253,18 @@ def envoy_config(spec: EdgeSpec) -> dict[str, Any]:
                 },
             }
         ],
+        # The edge's own refusals (413, 503) in OpenAI's error format, as the bridge answers.
+        "local_reply_config": {
+            "mappers": [_error_json(status, *reply) for status, reply in EDGE_ERRORS.items()]
+        },
         "http_filters": [
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {
+                    "@type": f"{TYPE}.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": spec.max_request_bytes,
+                },
+            },
             # No rules here: only the gRPC routes' own rules apply.
             {
                 "name": "envoy.filters.http.rbac",

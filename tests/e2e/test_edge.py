@@ -118,3 +118,17 @@ def test_the_bridges_metrics_are_reachable_through_the_edge_and_move(edge_mesh: 
         model=CHAT_MODEL, messages=[{"role": "user", "content": "Hi."}], max_tokens=2
     )
     assert chat_requests() == before + 1
+
+
+def test_a_body_over_the_edges_limit_is_an_openai_413_from_envoy(edge_mesh: Mesh) -> None:
+    body = b'{"model": "smollm2-135m-instruct", "messages": "' + b"x" * (40 * 1024 * 1024) + b'"}'
+    response = httpx.post(
+        edge_mesh.base_url + "/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+        verify=edge_mesh.verify,
+        timeout=60,
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert response.headers.get("server") == "envoy"
