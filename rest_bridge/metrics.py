@@ -42,6 +42,15 @@ class BridgeMetrics:
             buckets=ITL_BUCKETS,
             registry=registry,
         )
+        self.prompt_tokens = Counter(
+            "multai_prompt_tokens", "Prompt tokens of the requests answered.", labels, registry=registry
+        )
+        self.generation_tokens = Counter(
+            "multai_generation_tokens",
+            "Tokens generated for the requests answered.",
+            labels,
+            registry=registry,
+        )
         self.e2e_latency = Histogram(
             "multai_e2e_request_latency_seconds",
             "From the request's arrival to its last byte.",
@@ -55,6 +64,8 @@ class BridgeMetrics:
         model = usage.model or "none"
         self.requests.labels(route, model, str(status)).inc()
         self.e2e_latency.labels(route, model).observe(ended - usage.started)
+        self.prompt_tokens.labels(route, model).inc(usage.prompt_tokens)
+        self.generation_tokens.labels(route, model).inc(usage.completion_tokens)
         times = usage.output_times
         if times:
             self.time_to_first_token.labels(route, model).observe(times[0] - usage.started)

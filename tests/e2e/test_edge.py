@@ -106,18 +106,30 @@ def test_the_bridge_itself_is_not_on_the_public_port(edge_mesh: Mesh) -> None:
 def test_the_bridges_metrics_are_reachable_through_the_edge_and_move(edge_mesh: Mesh) -> None:
     metrics_url = edge_mesh.base_url.removesuffix("/v1") + "/metrics"
 
-    def chat_requests() -> float:
-        text = httpx.get(metrics_url, verify=edge_mesh.verify, timeout=30).text
-        labels = 'model="smollm2-135m-instruct",route="/v1/chat/completions",status="200"'
-        pattern = f"multai_http_requests_total{{{labels}}}"
-        line = next((line for line in text.splitlines() if line.startswith(pattern)), f"{pattern} 0")
-        return float(line.rsplit(" ", 1)[1])
+    route = 'model="smollm2-135m-instruct",route="/v1/chat/completions"'
+    series = {
+        "requests": f'multai_http_requests_total{{{route},status="200"}}',
+        "ttft": f"multai_time_to_first_token_seconds_count{{{route}}}",
+        "generated": f"multai_generation_tokens_total{{{route}}}",
+    }
 
-    before = chat_requests()
-    sdk(edge_mesh).chat.completions.create(
+    def scrape() -> dict[str, float]:
+        lines = httpx.get(metrics_url, verify=edge_mesh.verify, timeout=30).text.splitlines()
+        values = {}
+        for name, prefix in series.items():
+            line = next((line for line in lines if line.startswith(prefix + " ")), f"{prefix} 0")
+            values[name] = float(line.rsplit(" ", 1)[1])
+        return values
+
+    before = scrape()
+    reply = sdk(edge_mesh).chat.completions.create(
         model=CHAT_MODEL, messages=[{"role": "user", "content": "Hi."}], max_tokens=2
     )
-    assert chat_requests() == before + 1
+    after = scrape()
+    assert reply.usage is not None
+    assert after["requests"] == before["requests"] + 1
+    assert after["ttft"] == before["ttft"] + 1
+    assert after["generated"] == before["generated"] + reply.usage.completion_tokens
 
 
 def test_a_body_over_the_edges_limit_is_an_openai_413_from_envoy(edge_mesh: Mesh) -> None:
