@@ -75,6 +75,7 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
     common = ["--models-dir", str(settings.models_dir), "--log-level", settings.log_level]
     common += ["--state-dir", str(settings.state_dir), "--certs-dir", str(settings.mesh_certs_dir())]
     common.append("--mesh-tls" if settings.mesh_tls else "--no-mesh-tls")
+    common += ["--tracing", settings.tracing]
     channels = MeshChannels.from_settings(settings)
     ports = {name: getattr(settings, f"{name}_port") for name in MODEL_SERVICES}
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}

@@ -11,10 +11,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from multai.errors import MultaiError
 from multai.mesh_tls import server_credentials
 from multai.settings import GrpcServiceSettings, SettingsT, load_settings
+from multai.tracing import context_from, flush_traces, setup_tracing, tracer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,14 @@ async def _abort_overdue(context: grpc.aio.ServicerContext, limit: float) -> Non
     )
 
 
-def _wrap(behavior: Behavior, method: str, max_seconds: float | None) -> Behavior:
+def _server_span(method: str, context: grpc.aio.ServicerContext, traced: bool) -> trace.Span:
+    """The span of a served call, a child of the caller's; a non-recording one when not traced."""
+    if not traced:
+        return trace.INVALID_SPAN
+    return tracer.start_span(method, context_from(context.invocation_metadata()), SpanKind.SERVER)
+
+
+def _wrap(behavior: Behavior, method: str, max_seconds: float | None, traced: bool) -> Behavior:
     """Wraps one RPC behaviour so that domain errors become their status and anything else INTERNAL, and
     a call running past max_seconds is cancelled (its work stops, its lease is released) with
     DEADLINE_EXCEEDED, whatever deadline the caller set."""
@@ -45,12 +55,17 @@ def _wrap(behavior: Behavior, method: str, max_seconds: float | None) -> Behavio
         async def stream_wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             deadline = None if max_seconds is None else asyncio.get_running_loop().time() + max_seconds
             items = behavior(request, context)
+            span = _server_span(method, context, traced)
             try:
                 while True:
                     # Only the service's own work is timed, never the wait for the client to take an item.
                     async with asyncio.timeout_at(deadline):
                         try:
-                            item = await anext(items)
+                            # The span is current only while the service works, not across yields.
+                            with trace.use_span(
+                                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+                            ):
+                                item = await anext(items)
                         except StopAsyncIteration:
                             return
                     yield item
@@ -64,14 +79,16 @@ def _wrap(behavior: Behavior, method: str, max_seconds: float | None) -> Behavio
             except Exception:
                 await _abort_internal(context, method)
             finally:
+                span.end()
                 await items.aclose()
 
         return stream_wrapper
 
     async def unary_wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            async with asyncio.timeout(max_seconds):
-                return await behavior(request, context)
+            with trace.use_span(_server_span(method, context, traced), end_on_exit=True):
+                async with asyncio.timeout(max_seconds):
+                    return await behavior(request, context)
         except MultaiError as exc:
             await _abort_with(context, exc)
         except grpc.aio.AbortError:
@@ -102,18 +119,24 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        limit = None if method.startswith("/grpc.") else self._max_call_seconds
+        # Health checks and reflection run neither under the limit nor in traces: probes poll them.
+        infrastructure = method.startswith("/grpc.")
+        limit = None if infrastructure else self._max_call_seconds
+
+        def wrap(behavior: Behavior) -> Behavior:
+            return _wrap(behavior, method, limit, not infrastructure)
+
         codec = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_wrap(handler.unary_unary, method, limit), **codec)
+            return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **codec)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_wrap(handler.unary_stream, method, limit), **codec)
+            return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **codec)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(_wrap(handler.stream_unary, method, limit), **codec)
-        return grpc.stream_stream_rpc_method_handler(_wrap(handler.stream_stream, method, limit), **codec)
+            return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **codec)
+        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **codec)
 
 
 def configure_logging(level: str) -> None:
@@ -129,6 +152,8 @@ def run_process(
     """What every gRPC process's `python -m` does: settings from file, env and flags; logging; serve."""
     settings = load_settings(settings_cls, sys.argv[1:], prog)
     configure_logging(settings.log_level)
+    # "python -m services.chat" is the chat service's process; "python -m scheduler" the scheduler's.
+    setup_tracing(prog.rpartition(".")[2].rpartition(" ")[2], settings.tracing)
     asyncio.run(serve(settings))
 
 
@@ -199,5 +224,6 @@ async def run_grpc_server(
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.shutdown_grace_seconds)
         await health_server.stop(0)
+        flush_traces()
         if on_stopping is not None:
             await on_stopping()

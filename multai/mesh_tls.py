@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from multai.settings import MultaiSettings
+from multai.tracing import trace_context_interceptors
 
 CA_VALID_DAYS = 3650
 LEAF_VALID_DAYS = 730
@@ -251,9 +252,12 @@ class MeshChannels:
     def aio_channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
         """A grpc.aio channel to `address`."""
         credentials = self._channel_credentials()
+        interceptors = trace_context_interceptors()
         if credentials is None:
-            return grpc.aio.insecure_channel(address, options=list(options))
-        return grpc.aio.secure_channel(address, credentials, options=[*options, TARGET_NAME_OVERRIDE])
+            return grpc.aio.insecure_channel(address, options=list(options), interceptors=interceptors)
+        return grpc.aio.secure_channel(
+            address, credentials, options=[*options, TARGET_NAME_OVERRIDE], interceptors=interceptors
+        )
 
     def sync_channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
         """A blocking channel to `address` (the blocking client library)."""

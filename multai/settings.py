@@ -4,7 +4,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import psutil
 from pydantic import Field
@@ -85,6 +85,11 @@ class MultaiSettings(BaseSettings):
     )
     mesh_tls: bool = Field(
         True, description="Mutual TLS on every gRPC connection, with the certificates in the certs folder."
+    )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        "off",
+        description="OpenTelemetry spans: off, console (JSON lines on stdout) or otlp "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT; needs the tracing extra).",
     )
     certs_dir: Path | None = Field(
         None, description="Folder of the mesh's CA and certificates (multai certs); default: STATE_DIR/certs."

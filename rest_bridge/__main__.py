@@ -8,6 +8,7 @@ from multai.api_keys import KeyStore
 from multai.grpc_server import configure_logging
 from multai.settings import load_settings
 from multai.state_db import database_url, open_engine
+from multai.tracing import setup_tracing
 from rest_bridge.app import create_app
 from rest_bridge.config import BridgeSettings
 
@@ -15,6 +16,7 @@ from rest_bridge.config import BridgeSettings
 def main() -> None:
     settings = load_settings(BridgeSettings, sys.argv[1:], "python -m rest_bridge")
     configure_logging(settings.log_level)
+    setup_tracing("bridge", settings.tracing)
     if settings.keys_required() and not KeyStore(open_engine(database_url(settings))).active():
         sys.exit(
             f"refusing to serve {settings.host} without API keys: anyone who reaches it could use it. "

@@ -24,6 +24,7 @@ from multai.image.v1 import image_pb2_grpc
 from multai.mesh_tls import MeshChannels
 from multai.openai.common import validation_failure
 from multai.state_db import database_url, open_engine
+from multai.tracing import flush_traces
 from multai.vision.v1 import vision_pb2_grpc
 from rest_bridge.auth import KeyAuthMiddleware, KeyRing
 from rest_bridge.config import BridgeSettings
@@ -138,6 +139,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         for task in background:
             task.cancel()
         await asyncio.to_thread(keys.recorder.flush, keys.store)
+        await asyncio.to_thread(flush_traces)
         for channel in channels.values():
             await channel.close()
 
