@@ -25,7 +25,7 @@ MODEL_SERVICES = ("chat", "audio", "image", "vision")
 SERVICE_HEADER = "x-multai-service"
 BRIDGE_CLUSTER = "bridge"
 RETRY_ON = "connect-failure,refused-stream,reset,unavailable"
-RETRIES = 2
+RETRIES = 3
 TYPE = "type.googleapis.com/envoy.extensions"
 
 
@@ -119,14 +119,16 @@ def _service_cluster(name: str, replicas: Sequence[str], certs_dir: Path) -> dic
         "transport_socket": _upstream_mtls(certs_dir),
         "health_checks": [
             {
-                "timeout": "2s",
+                # A replica busy with inference on few cores answers slowly, not never.
+                "timeout": "5s",
                 "interval": "5s",
-                "unhealthy_threshold": 2,
+                "unhealthy_threshold": 3,
                 "healthy_threshold": 1,
                 "grpc_health_check": {},
             }
         ],
         "outlier_detection": _outlier_detection(),
+        "circuit_breakers": _circuit_breakers(),
     }
 
 
@@ -147,7 +149,14 @@ def _bridge_cluster(replicas: Sequence[str]) -> dict[str, Any]:
             }
         ],
         "outlier_detection": _outlier_detection(),
+        "circuit_breakers": _circuit_breakers(),
     }
+
+
+def _circuit_breakers() -> dict[str, Any]:
+    # Envoy allows 3 retries in flight per cluster by default: when a replica dies, every request queued
+    # on it is retried at once, and the fourth would be lost.
+    return {"thresholds": [{"priority": "DEFAULT", "max_retries": 1024}]}
 
 
 def _outlier_detection() -> dict[str, Any]:
@@ -168,7 +177,20 @@ def _route(match: dict[str, Any], cluster: str, grpc: bool) -> dict[str, Any]:
             "cluster": cluster,
             # Generations stream for minutes; the services and the bridge set their own deadlines.
             "timeout": "0s",
-            "retry_policy": {"retry_on": RETRY_ON, "num_retries": RETRIES},
+            "retry_policy": {
+                "retry_on": RETRY_ON,
+                "num_retries": RETRIES,
+                # A retry goes to another replica than the one that just failed, while there is one.
+                "retry_host_predicate": [
+                    {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": {
+                            "@type": f"{TYPE}.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                        },
+                    }
+                ],
+                "host_selection_retry_max_attempts": 5,
+            },
         },
     }
     if grpc:
@@ -217,7 +239,11 @@ ACCESS_LOG_FORMAT = (
 # Status: (OpenAI error type, code, message) of what Envoy itself answers.
 EDGE_ERRORS = {
     413: ("invalid_request_error", "request_too_large", "the request body is larger than the edge's limit"),
-    503: ("server_error", "no_healthy_upstream", "no replica behind the edge is available; retry shortly"),
+    503: (
+        "server_error",
+        "upstream_unavailable",
+        "no replica behind the edge could answer (%RESPONSE_CODE_DETAILS%)",
+    ),
 }
 
 
