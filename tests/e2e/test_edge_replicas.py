@@ -119,11 +119,14 @@ def test_killing_a_replica_loses_no_request_that_had_not_started(two_chats: Edge
         for thread in threads:
             thread.join(600)
     for outcome in outcomes:
-        if not outcome.started_before_kill:
-            assert outcome.error is None, f"a request that had not started was lost: {outcome.error}"
-            assert outcome.text
-        elif outcome.error is not None:
+        # A stream whose first chunk was already on its way when the replica died counts as started even
+        # if it arrived after the kill: what must never happen is a failure before any output.
+        if outcome.error is not None:
+            assert outcome.started.is_set(), f"a request that had not started was lost: {outcome.error}"
             assert str(outcome.error), "a broken stream must say why"
+        else:
+            assert outcome.text
+    assert sum(not outcome.started_before_kill for outcome in outcomes) >= 4
     # Requests that waited on the killed replica were sent again, to the other one.
     assert edge_stat(two_chats, "cluster.chat.upstream_rq_retry") > retries_before
 
