@@ -33,7 +33,11 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> Non
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the service log")
 
 
-async def _abort_overdue(context: grpc.aio.ServicerContext, limit: float) -> None:
+async def _abort_timed_out(context: grpc.aio.ServicerContext, method: str, limit: float | None) -> None:
+    # Without a limit, a TimeoutError came from inside the service: an internal error like any other.
+    if limit is None:
+        await _abort_internal(context, method)
+        return
     await context.abort(
         grpc.StatusCode.DEADLINE_EXCEEDED, f"the request ran longer than this service's limit of {limit:g}s"
     )
@@ -74,8 +78,7 @@ def _wrap(behavior: Behavior, method: str, max_seconds: float | None, traced: bo
             except grpc.aio.AbortError:
                 raise
             except TimeoutError:
-                assert max_seconds is not None
-                await _abort_overdue(context, max_seconds)
+                await _abort_timed_out(context, method, max_seconds)
             except Exception:
                 await _abort_internal(context, method)
             finally:
@@ -94,8 +97,7 @@ def _wrap(behavior: Behavior, method: str, max_seconds: float | None, traced: bo
         except grpc.aio.AbortError:
             raise
         except TimeoutError:
-            assert max_seconds is not None
-            await _abort_overdue(context, max_seconds)
+            await _abort_timed_out(context, method, max_seconds)
         except Exception:
             await _abort_internal(context, method)
 
