@@ -65,10 +65,17 @@ def _wrap(behavior: Behavior, method: str, max_seconds: float | None, traced: bo
                     # Only the service's own work is timed, never the wait for the client to take an item.
                     async with asyncio.timeout_at(deadline):
                         try:
-                            # The span is current only while the service works, not across yields.
-                            with trace.use_span(
-                                span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-                            ):
+                            if span.is_recording():
+                                # The span is current only while the service works, not across yields.
+                                with trace.use_span(
+                                    span,
+                                    end_on_exit=False,
+                                    record_exception=False,
+                                    set_status_on_exception=False,
+                                ):
+                                    item = await anext(items)
+                            else:
+                                # Tracing off: nothing to attach for each token of a stream.
                                 item = await anext(items)
                         except StopAsyncIteration:
                             return
