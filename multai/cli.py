@@ -5,7 +5,9 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -15,7 +17,7 @@ from pydantic import Field
 from multai.bundled_models import BUNDLED_MODELS, install_bundled
 from multai.certs_cli import add_certs_parser, run_certs_command
 from multai.common.v1 import common_pb2
-from multai.edge import MODEL_SERVICES, EdgeSpec, envoy_config
+from multai.edge import MODEL_SERVICES, EdgeSpec, ServiceName, envoy_config
 from multai.grpc_server import configure_logging
 from multai.keys_cli import add_keys_parser, run_keys_command
 from multai.mesh_tls import MeshChannels, ensure_mesh_certs
@@ -26,6 +28,8 @@ from multai.supervisor import Child, Supervisor, grpc_serving, http_ok, python_m
 
 log = logging.getLogger("multai")
 DEVICE_NAMES = {common_pb2.DEVICE_CPU: "cpu", common_pb2.DEVICE_GPU: "gpu"}
+# Written by `multai serve --nodes N`: each node group's addresses.
+NODES_FILE = "nodes.json"
 
 
 class ServeSettings(MultaiSettings):
@@ -64,21 +68,121 @@ class ServeSettings(MultaiSettings):
         default_factory=list,
         description="Ports of more chat-service replicas, balanced by the edge with the first (with --edge).",
     )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Node groups to run, each with its own scheduler, services and bridge, as separate GPU "
+        "nodes would; more than one puts the edge and the endpoint picker in front (a rehearsal of "
+        "scale-out on one machine; further nodes take free ports, listed in STATE_DIR/nodes.json).",
+    )
+    node_services: list[ServiceName] = Field(
+        list(MODEL_SERVICES),
+        description="The model services each node group runs (requests for the others get 503).",
+    )
+    picker: bool = Field(
+        False,
+        description="Route REST requests through the endpoint picker even with one node, for its shedding "
+        "of background requests under saturation (always on with --nodes above 1; implies the edge).",
+    )
+    picker_port: int = Field(9002, description="The endpoint picker's gRPC port on 127.0.0.1.")
+    picker_metrics_port: int = Field(0, ge=0, description="The picker's /metrics port; 0 disables it.")
+    edge_round_robin_port: int = Field(
+        0,
+        ge=0,
+        description="A second edge listener on 127.0.0.1 balancing the bridges round robin, without the "
+        "picker (for comparisons such as bench/scaleout_bench.py); 0: none.",
+    )
     install_models: bool = Field(True, description="Install the bundled default models first if missing.")
     ready_timeout_seconds: float = Field(120.0, gt=0, description="Longest wait for a process to be ready.")
     stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
 
+    def picker_in_front(self) -> bool:
+        """Whether the endpoint picker decides each REST request's node: asked for, or several nodes."""
+        return self.picker or self.nodes > 1
+
+    def edge_in_front(self) -> bool:
+        """Whether Envoy serves HOST:PORT: asked for, or needed by the picker."""
+        return self.edge or self.picker_in_front()
+
+
+@dataclass(frozen=True)
+class NodePorts:
+    """The ports of one node group: its scheduler, services and bridge, each with its metrics port."""
+
+    scheduler: int
+    scheduler_metrics: int
+    services: dict[str, int]
+    service_metrics: dict[str, int]
+    bridge: int
+
+    @classmethod
+    def first(cls, settings: "ServeSettings") -> "NodePorts":
+        """The first node's, from the settings (the bridge behind the edge when there is one)."""
+        return cls(
+            settings.scheduler_port,
+            settings.metrics_port,
+            {name: getattr(settings, f"{name}_port") for name in MODEL_SERVICES},
+            {name: getattr(settings, f"{name}_metrics_port") for name in MODEL_SERVICES},
+            settings.bridge_port if settings.edge_in_front() else settings.port,
+        )
+
+    @classmethod
+    def free(cls) -> "NodePorts":
+        """A further node's, free ones chosen now (`nodes.json` in the state folder lists them)."""
+        return cls(
+            _free_port(),
+            _free_port(),
+            {name: _free_port() for name in MODEL_SERVICES},
+            {name: _free_port() for name in MODEL_SERVICES},
+            _free_port(),
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
 
 def mesh_children(settings: ServeSettings) -> list[Child]:
-    """The processes of the local mesh, in start order."""
-    scheduler = f"127.0.0.1:{settings.scheduler_port}"
+    """The processes of the local mesh, in start order: each node group, then the picker and the edge."""
+    nodes = [NodePorts.first(settings), *(NodePorts.free() for _ in range(settings.nodes - 1))]
+    children = [child for index, ports in enumerate(nodes) for child in node_children(settings, index, ports)]
+    services = set(settings.node_services)
+    replicas: dict[str, list[str]] = {
+        name: [f"127.0.0.1:{ports.services[name]}" for ports in nodes] if name in services else []
+        for name in MODEL_SERVICES
+    }
+    replicas["chat"] += [f"127.0.0.1:{port}" for port in settings.extra_chat_ports]
+    bridges = [f"127.0.0.1:{ports.bridge}" for ports in nodes]
+    if settings.nodes > 1:
+        _write_nodes_file(settings, nodes)
+    if settings.picker_in_front():
+        children.append(
+            picker_child(
+                settings, [(b, f"127.0.0.1:{p.scheduler}") for b, p in zip(bridges, nodes, strict=True)]
+            )
+        )
+    if settings.edge_in_front():
+        children.append(edge_child(settings, bridges, replicas))
+    return children
+
+
+def _common_arguments(settings: ServeSettings) -> list[str]:
     common = ["--models-dir", str(settings.models_dir), "--log-level", settings.log_level]
     common += ["--state-dir", str(settings.state_dir), "--certs-dir", str(settings.mesh_certs_dir())]
     common.append("--mesh-tls" if settings.mesh_tls else "--no-mesh-tls")
-    common += ["--tracing", settings.tracing]
+    return [*common, "--tracing", settings.tracing]
+
+
+def node_children(settings: ServeSettings, index: int, ports: NodePorts) -> list[Child]:
+    """One node group: its scheduler, its model services and the bridge in front of them."""
+    prefix = "" if index == 0 else f"node{index + 1}-"
+    scheduler = f"127.0.0.1:{ports.scheduler}"
+    common = _common_arguments(settings)
     channels = MeshChannels.from_settings(settings)
-    ports = {name: getattr(settings, f"{name}_port") for name in MODEL_SERVICES}
-    addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    running = [name for name in MODEL_SERVICES if name in settings.node_services]
 
     def model_service(name: str, port: int, metrics_port: int, child_name: str) -> Child:
         return Child(
@@ -97,47 +201,72 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
         )
 
     services = [
-        model_service(name, ports[name], getattr(settings, f"{name}_metrics_port"), name)
-        for name in MODEL_SERVICES
+        model_service(name, ports.services[name], ports.service_metrics[name], f"{prefix}{name}")
+        for name in running
     ]
     # Extra replicas export no metrics port of their own: the edge's statistics count their requests.
-    extra_chats = [
-        model_service("chat", port, 0, f"chat-{index}")
-        for index, port in enumerate(settings.extra_chat_ports, 2)
+    extra_chats = (
+        [
+            model_service("chat", port, 0, f"chat-{number}")
+            for number, port in enumerate(settings.extra_chat_ports, 2)
+        ]
+        if index == 0
+        else []
+    )
+    # A service this node does not run is at port 0, which refuses at once: its requests get 503.
+    addresses = [
+        argument
+        for name in MODEL_SERVICES
+        for argument in (f"--{name}-address", f"127.0.0.1:{ports.services[name] if name in running else 0}")
     ]
-
-    bridge_addresses = [
-        argument for name in MODEL_SERVICES for argument in (f"--{name}-address", addresses[name])
-    ]
-    replicas = {name: [address] for name, address in addresses.items()}
-    replicas["chat"] += [f"127.0.0.1:{port}" for port in settings.extra_chat_ports]
+    bridge_arguments = [*addresses, "--services", json.dumps(running), "--scheduler-address", scheduler]
     return [
         Child(
-            "scheduler",
+            f"{prefix}scheduler",
             python_module(
                 "scheduler",
                 "--port",
-                str(settings.scheduler_port),
+                str(ports.scheduler),
                 "--metrics-port",
-                str(settings.metrics_port),
+                str(ports.scheduler_metrics),
                 *common,
             ),
             lambda: grpc_serving(channels, scheduler),
         ),
         *services,
         *extra_chats,
-        bridge_child(settings, [*bridge_addresses, "--scheduler-address", scheduler, *common]),
-        *([edge_child(settings, replicas)] if settings.edge else []),
+        bridge_child(settings, f"{prefix}rest_bridge", ports.bridge, [*bridge_arguments, *common]),
     ]
 
 
-def bridge_child(settings: ServeSettings, arguments: list[str]) -> Child:
-    """The REST bridge: public on HOST:PORT, or behind the edge on 127.0.0.1:BRIDGE_PORT."""
-    host, port = ("127.0.0.1", settings.bridge_port) if settings.edge else (settings.host, settings.port)
+def _write_nodes_file(settings: ServeSettings, nodes: list[NodePorts]) -> None:
+    """Where each node group listens, for `multai status --scheduler-address`, benchmarks and tests."""
+    listing = [
+        {
+            "node": number,
+            "endpoint": f"127.0.0.1:{ports.bridge}",
+            "scheduler": f"127.0.0.1:{ports.scheduler}",
+            "scheduler_metrics": f"http://127.0.0.1:{ports.scheduler_metrics}/metrics",
+            "services": {name: f"127.0.0.1:{ports.services[name]}" for name in settings.node_services},
+            "service_metrics": {
+                name: f"http://127.0.0.1:{ports.service_metrics[name]}/metrics"
+                for name in settings.node_services
+                if ports.service_metrics[name]
+            },
+        }
+        for number, ports in enumerate(nodes, 1)
+    ]
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / NODES_FILE).write_text(json.dumps(listing, indent=1))
+
+
+def bridge_child(settings: ServeSettings, name: str, port: int, arguments: list[str]) -> Child:
+    """A REST bridge: public on HOST:PORT, or behind the edge on 127.0.0.1."""
+    host = "127.0.0.1" if settings.edge_in_front() else settings.host
     # Behind a public edge the bridge itself is on loopback, yet every request comes from outside.
-    public = settings.edge and not is_loopback(settings.host)
+    public = settings.edge_in_front() and not is_loopback(settings.host)
     return Child(
-        "rest_bridge",
+        name,
         python_module(
             "rest_bridge",
             "--host",
@@ -151,16 +280,35 @@ def bridge_child(settings: ServeSettings, arguments: list[str]) -> Child:
     )
 
 
-def edge_child(settings: ServeSettings, service_replicas: dict[str, list[str]]) -> Child:
+def picker_child(settings: ServeSettings, nodes: list[tuple[str, str]]) -> Child:
+    """The endpoint picker over the node groups, ready when its gRPC health says so (a node reported)."""
+    address = f"127.0.0.1:{settings.picker_port}"
+    channels = MeshChannels.from_settings(settings)
+    argv = python_module(
+        "picker",
+        "--port",
+        str(settings.picker_port),
+        "--metrics-port",
+        str(settings.picker_metrics_port),
+        "--nodes",
+        json.dumps([f"{endpoint}={scheduler}" for endpoint, scheduler in nodes]),
+        *_common_arguments(settings),
+    )
+    return Child("picker", argv, lambda: grpc_serving(channels, address))
+
+
+def edge_child(settings: ServeSettings, bridges: list[str], service_replicas: dict[str, list[str]]) -> Child:
     """Envoy on HOST:PORT, configured by multai.edge and ready when its admin says so."""
     spec = EdgeSpec(
         listen_host=settings.host,
         listen_port=settings.port,
         admin_port=settings.edge_admin_port,
-        bridges=[f"127.0.0.1:{settings.bridge_port}"],
+        bridges=bridges,
         services=service_replicas,
         certs_dir=settings.mesh_certs_dir(),
         tls=settings.edge_tls,
+        picker=f"127.0.0.1:{settings.picker_port}" if settings.picker_in_front() else None,
+        round_robin_port=settings.edge_round_robin_port,
     )
     config = settings.state_dir / "envoy.json"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +332,7 @@ async def serve(settings: ServeSettings) -> None:
     supervisor = Supervisor(
         mesh_children(settings), settings.ready_timeout_seconds, settings.stop_grace_seconds
     )
-    scheme = "https" if settings.edge and settings.edge_tls else "http"
+    scheme = "https" if settings.edge_in_front() and settings.edge_tls else "http"
     log.info("REST API on %s://%s:%d/v1", scheme, settings.host, settings.port)
     await supervisor.run(stop)
 
@@ -274,6 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
     config.add_argument("--edge-certs-dir", required=True, help="where Envoy finds the mesh's certificates")
     config.add_argument("--tls", action="store_true", help="terminate TLS at the edge")
+    config.add_argument(
+        "--picker",
+        help="HOST:PORT of the endpoint picker: each REST request goes to the bridge it names (one per node)",
+    )
     return parser
 
 
@@ -288,6 +440,7 @@ def edge_config_text(args: argparse.Namespace) -> str:
         services={name: getattr(args, name) for name in MODEL_SERVICES},
         certs_dir=Path(args.edge_certs_dir),
         tls=args.tls,
+        picker=args.picker,
     )
     return json.dumps(envoy_config(spec), indent=2) + "\n"
 

@@ -17,13 +17,19 @@ from the mesh's CA: only a TLS edge can see one, so on a plaintext edge the gRPC
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from multai.mesh_tls import CA_IDENTITY, MESH_IDENTITY, MESH_SERVER_NAME, cert_file, key_file
 
-MODEL_SERVICES = ("chat", "audio", "image", "vision")
+ServiceName = Literal["chat", "audio", "image", "vision"]
+MODEL_SERVICES: tuple[ServiceName, ...] = ("chat", "audio", "image", "vision")
 SERVICE_HEADER = "x-multai-service"
 BRIDGE_CLUSTER = "bridge"
+PICKER_CLUSTER = "picker"
+ROUND_ROBIN_CLUSTER = "bridge_round_robin"
+# The Gateway API Inference Extension's names for the endpoint picker's answer.
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+DESTINATION_NAMESPACE = "envoy.lb"
 RETRY_ON = "connect-failure,refused-stream,reset,unavailable"
 RETRIES = 3
 TYPE = "type.googleapis.com/envoy.extensions"
@@ -45,6 +51,11 @@ class EdgeSpec:
     tls_key: Path | None = None
     # Larger requests get 413 at the edge, before any replica sees them (the bridge's own limit is 30 MiB).
     max_request_bytes: int = 32 * 1024 * 1024
+    # host:port of the endpoint picker: then each REST request goes to the bridge it names (one per node),
+    # and the bridges are the nodes' own.
+    picker: str | None = None
+    # A second listener, on 127.0.0.1, balancing the same bridges round robin (for comparisons); 0: none.
+    round_robin_port: int = 0
 
 
 def _endpoints(cluster: str, replicas: Sequence[str]) -> dict[str, Any]:
@@ -132,20 +143,43 @@ def _service_cluster(name: str, replicas: Sequence[str], certs_dir: Path) -> dic
     }
 
 
-def _bridge_cluster(replicas: Sequence[str]) -> dict[str, Any]:
+def _policy(name: str, config_type: str, **config: Any) -> dict[str, Any]:
+    typed = {"@type": f"{TYPE}.load_balancing_policies.{config_type}", **config}
+    return {"policies": [{"typed_extension_config": {"name": name, "typed_config": typed}}]}
+
+
+def _picked_host_policy() -> dict[str, Any]:
+    """The host the picker named: its header, else its `envoy.lb` metadata; a retry takes the next in the
+    list. Unlike an ORIGINAL_DST cluster, only the cluster's own hosts can be named, whoever set the
+    header."""
+    return _policy(
+        "envoy.load_balancing_policies.override_host",
+        "override_host.v3.OverrideHost",
+        override_host_sources=[
+            {"header": DESTINATION_HEADER},
+            {"metadata": {"key": DESTINATION_NAMESPACE, "path": [{"key": DESTINATION_HEADER}]}},
+        ],
+        fallback_policy=_policy(
+            "envoy.load_balancing_policies.least_request", "least_request.v3.LeastRequest"
+        ),
+    )
+
+
+def _bridge_cluster(name: str, replicas: Sequence[str], balancing: dict[str, Any]) -> dict[str, Any]:
     return {
-        "name": BRIDGE_CLUSTER,
+        "name": name,
         "type": "STRICT_DNS",
         "connect_timeout": "2s",
-        "lb_policy": "LEAST_REQUEST",
-        "load_assignment": _endpoints(BRIDGE_CLUSTER, replicas),
+        **balancing,
+        "load_assignment": _endpoints(name, replicas),
         "health_checks": [
             {
                 "timeout": "2s",
                 "interval": "5s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
-                "http_health_check": {"path": "/healthz"},
+                # The bridge answers only Host names it knows (against DNS rebinding); loopback is one.
+                "http_health_check": {"path": "/healthz", "host": "localhost"},
             }
         ],
         "outlier_detection": _outlier_detection(),
@@ -218,13 +252,21 @@ def _route(match: dict[str, Any], cluster: str, grpc: bool) -> dict[str, Any]:
     return route
 
 
-def _routes() -> list[dict[str, Any]]:
+def _routes(bridge_cluster: str, picker: bool) -> list[dict[str, Any]]:
+    """gRPC routes to the services, then everything else to the bridges (as the picker says, if any)."""
     routes = [_route({"prefix": f"/multai.{name}.v1."}, name, grpc=True) for name in MODEL_SERVICES]
     for prefix in ("/multai.common.v1.", "/grpc.health.v1."):
         for name in MODEL_SERVICES:
             header = {"name": SERVICE_HEADER, "string_match": {"exact": name}}
             routes.append(_route({"prefix": prefix, "headers": [header]}, name, grpc=True))
-    routes.append(_route({"prefix": "/"}, BRIDGE_CLUSTER, grpc=False))
+    if picker:
+        # The picker decides REST requests only; on the gRPC routes its filter stays out of the way.
+        for route in routes:
+            route.setdefault("typed_per_filter_config", {})["envoy.filters.http.ext_proc"] = {
+                "@type": f"{TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True,
+            }
+    routes.append(_route({"prefix": "/"}, bridge_cluster, grpc=False))
     return routes
 
 
@@ -262,9 +304,52 @@ def _error_json(status: int, error_type: str, code: str, message: str) -> dict[s
     }
 
 
-def envoy_config(spec: EdgeSpec) -> dict[str, Any]:
-    """Envoy's bootstrap configuration (JSON, which Envoy reads as YAML too)."""
-    manager = {
+def _ext_proc_filter() -> dict[str, Any]:
+    """The endpoint picker, asked about every REST request with its headers and buffered body."""
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": f"{TYPE}.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": PICKER_CLUSTER}, "timeout": "5s"},
+            # No picker, no routing: a request is refused rather than sent where its model is not.
+            "failure_mode_allow": False,
+            # Deciding takes well under a millisecond; the margin is for a machine busy with inference.
+            "message_timeout": "2s",
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SKIP",
+                "response_body_mode": "NONE",
+                "response_trailer_mode": "SKIP",
+            },
+            "metadata_options": {"receiving_namespaces": {"untyped": [DESTINATION_NAMESPACE]}},
+        },
+    }
+
+
+def _picker_cluster(address: str, certs_dir: Path) -> dict[str, Any]:
+    cluster = _service_cluster(PICKER_CLUSTER, [address], certs_dir)
+    # One picker: ejecting it would only turn every request into a 503 sooner.
+    del cluster["outlier_detection"]
+    return cluster
+
+
+def _connection_manager(spec: EdgeSpec, bridge_cluster: str, picker: bool) -> dict[str, Any]:
+    buffer = {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": f"{TYPE}.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": spec.max_request_bytes,
+        },
+    }
+    # No rules here: only the gRPC routes' own rules apply.
+    rbac = {"name": "envoy.filters.http.rbac", "typed_config": {"@type": f"{TYPE}.filters.http.rbac.v3.RBAC"}}
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": f"{TYPE}.filters.http.router.v3.Router"},
+    }
+    return {
         "@type": f"{TYPE}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
         "codec_type": "AUTO",
@@ -283,42 +368,45 @@ def envoy_config(spec: EdgeSpec) -> dict[str, Any]:
         "local_reply_config": {
             "mappers": [_error_json(status, *reply) for status, reply in EDGE_ERRORS.items()]
         },
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.buffer",
-                "typed_config": {
-                    "@type": f"{TYPE}.filters.http.buffer.v3.Buffer",
-                    "max_request_bytes": spec.max_request_bytes,
-                },
-            },
-            # No rules here: only the gRPC routes' own rules apply.
-            {
-                "name": "envoy.filters.http.rbac",
-                "typed_config": {"@type": f"{TYPE}.filters.http.rbac.v3.RBAC"},
-            },
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": f"{TYPE}.filters.http.router.v3.Router"},
-            },
-        ],
+        "http_filters": [buffer, *([_ext_proc_filter()] if picker else []), rbac, router],
         "route_config": {
             "name": "edge",
-            "virtual_hosts": [{"name": "mesh", "domains": ["*"], "routes": _routes()}],
+            "virtual_hosts": [{"name": "mesh", "domains": ["*"], "routes": _routes(bridge_cluster, picker)}],
         },
     }
+
+
+def _listener(
+    name: str, host: str, port: int, manager: dict[str, Any], tls: dict[str, Any] | None
+) -> dict[str, Any]:
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     }
-    if spec.tls:
-        chain["transport_socket"] = _downstream_tls(spec)
-    listener = {
-        "name": "edge",
-        "address": {"socket_address": {"address": spec.listen_host, "port_value": spec.listen_port}},
+    if tls is not None:
+        chain["transport_socket"] = tls
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": host, "port_value": port}},
         "filter_chains": [chain],
     }
-    clusters = [_bridge_cluster(spec.bridges)]
+
+
+def envoy_config(spec: EdgeSpec) -> dict[str, Any]:
+    """Envoy's bootstrap configuration (JSON, which Envoy reads as YAML too)."""
+    picker = spec.picker is not None
+    tls = _downstream_tls(spec) if spec.tls else None
+    manager = _connection_manager(spec, BRIDGE_CLUSTER, picker)
+    listeners = [_listener("edge", spec.listen_host, spec.listen_port, manager, tls)]
+    balancing = {"load_balancing_policy": _picked_host_policy()} if picker else {"lb_policy": "LEAST_REQUEST"}
+    clusters = [_bridge_cluster(BRIDGE_CLUSTER, spec.bridges, balancing)]
+    if spec.round_robin_port:
+        plain = _connection_manager(spec, ROUND_ROBIN_CLUSTER, picker=False)
+        listeners.append(_listener("round_robin", "127.0.0.1", spec.round_robin_port, plain, tls))
+        clusters.append(_bridge_cluster(ROUND_ROBIN_CLUSTER, spec.bridges, {"lb_policy": "ROUND_ROBIN"}))
+    if spec.picker is not None:
+        clusters.append(_picker_cluster(spec.picker, spec.certs_dir))
     clusters += [_service_cluster(name, spec.services[name], spec.certs_dir) for name in MODEL_SERVICES]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": spec.admin_port}}},
-        "static_resources": {"listeners": [listener], "clusters": clusters},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
     }

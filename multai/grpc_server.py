@@ -173,6 +173,7 @@ async def run_grpc_server(
     on_started: Callable[[], Awaitable[None]] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
     max_call_seconds: float | None = None,
+    health_servicer: health.aio.HealthServicer | None = None,
 ) -> None:
     """Serves until SIGTERM or SIGINT.
 
@@ -181,6 +182,7 @@ async def run_grpc_server(
     signal arrives; then in-flight RPCs get the grace period and on_stopping releases what is held. The port
     speaks mutual TLS (`multai.mesh_tls`) unless `mesh_tls` is off; reflection is served only when
     `grpc_reflection` is on. A call running past max_call_seconds is cancelled with DEADLINE_EXCEEDED.
+    A process with health states of its own passes the health_servicer it sets them on.
     """
     server = grpc.aio.server(
         interceptors=[DomainErrorInterceptor(max_call_seconds)],
@@ -190,7 +192,7 @@ async def run_grpc_server(
         ],
     )
     service_names = list(add_servicers(server))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_servicer or health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.grpc_reflection:
         reflection.enable_server_reflection(

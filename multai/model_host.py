@@ -9,6 +9,7 @@ them down more with every request. A backend that batches (`slots` > 1) serves i
 """
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -25,7 +26,7 @@ from multai.common.v1 import common_pb2
 from multai.registry import ModelManifest, ModelRegistry
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import Grant, ResidentReport, SchedulerClient
-from multai.service_metrics import ServiceMetrics
+from multai.service_metrics import PoolState, ServiceMetrics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,13 @@ class LoadableBackend(Protocol):
     def load(self, use_gpu: bool, gpu_layers: int) -> int: ...
 
     def unload(self) -> None: ...
+
+
+@runtime_checkable
+class KvCacheBackend(Protocol):
+    """A backend that can tell how much of its KV cache running requests hold."""
+
+    def kv_cache_usage(self) -> float: ...
 
 
 @runtime_checkable
@@ -96,6 +104,9 @@ class ModelHost(Generic[BackendT]):
             for m in registry.models()
         }
         self._lease_wait_seconds = lease_wait_seconds
+        self._waiting: collections.Counter[str] = collections.Counter()
+        self._running: collections.Counter[str] = collections.Counter()
+        self.metrics.add_pool_metrics(self.pool_state)
         # Blocking work outside any model's engine (codecs, file reads) runs here, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-worker")
         self._footprints = [
@@ -104,6 +115,7 @@ class ModelHost(Generic[BackendT]):
                 size_bytes=m.size_bytes,
                 n_layers=m.n_layers,
                 slots=slots_of(self._hosted[m.id].backend),
+                aliases=m.aliases,
             )
             for m in registry.models()
         ]
@@ -138,6 +150,23 @@ class ModelHost(Generic[BackendT]):
             for model, hosted in self._hosted.items()
             if hosted.device != common_pb2.DEVICE_UNSPECIFIED
         ]
+
+    def pool_state(self) -> PoolState:
+        """The service's totals, for the Inference Extension's metrics."""
+        loaded = [m for m, hosted in self._hosted.items() if hosted.device != common_pb2.DEVICE_UNSPECIFIED]
+        usages = []
+        for model in loaded:
+            backend: object = self._hosted[model].backend
+            if isinstance(backend, KvCacheBackend):
+                usages.append(backend.kv_cache_usage())
+        return PoolState(
+            waiting=self._waiting.total(),
+            running=self._running.total(),
+            kv_cache_usage=sum(usages) / len(usages) if usages else 0.0,
+            running_models=sorted(loaded),
+            waiting_models=sorted(m for m, count in self._waiting.items() if count and m not in loaded),
+            max_models=len(self._hosted),
+        )
 
     def backend_of(self, model: str) -> BackendT:
         """A model's backend object, loaded or not (for what needs no weights, e.g. its voice names)."""
@@ -191,19 +220,24 @@ class ModelHost(Generic[BackendT]):
         waiting = self.metrics.requests_waiting.labels(model)
         running = self.metrics.requests_running.labels(model)
         waiting.inc()
+        self._waiting[model] += 1
         granted = False
         try:
             async with self.scheduler.lease(request_id, model, priority, self._lease_wait_seconds) as grant:
                 waiting.dec()
+                self._waiting[model] -= 1
                 granted = True
                 running.inc()
+                self._running[model] += 1
                 try:
                     yield grant
                 finally:
                     running.dec()
+                    self._running[model] -= 1
         finally:
             if not granted:
                 waiting.dec()
+                self._waiting[model] -= 1
 
     async def _ensure_loaded(
         self, model: str, hosted: _HostedModel[BackendT], grant: Grant, max_gpu_layers: int | None

@@ -13,6 +13,8 @@ from multai.chat.v1 import chat_pb2
 from multai.common.v1 import common_pb2
 from multai.errors import InvalidRequestError
 
+# The header that picks a request's queue level (the edge's endpoint picker reads it too).
+PRIORITY_HEADER = "X-MultAI-Priority"
 # Index = the level that X-MultAI-Priority, the body's `priority` and the client's `priority=` take.
 PRIORITY_NAMES = ("urgent", "normal", "background")
 # tool_choice's string forms; a named function is TOOL_CHOICE_MODE_FUNCTION with its name.

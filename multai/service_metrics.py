@@ -3,12 +3,20 @@
 vLLM's names keep their meaning under MultAI's own prefix (`vllm:time_to_first_token_seconds` is
 `multai_time_to_first_token_seconds`, as the scheduler's are `multai_scheduler_*`), so dashboards and alerts
 port by renaming the prefix.
+
+The Gateway API Inference Extension's model-server metrics are the service's totals under `multai:` (as
+vLLM's are under `vllm:`), so that its endpoint picker, or llm-d's, can route to MultAI: requests waiting and
+running, the share of KV cache in use, and the loaded models in the form the protocol uses for LoRA
+adapters. docs/scale-out.md lists them.
 """
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # vLLM's buckets for time to first token and inter-token latency, in seconds.
 TTFT_BUCKETS = (
@@ -81,6 +89,10 @@ class ServiceMetrics:
         )
         self.images = Counter("multai_images", "Images generated.", ["model"], registry=registry)
 
+    def add_pool_metrics(self, state: Callable[[], "PoolState"]) -> None:
+        """Exports the Inference Extension's metrics, read from `state` at each scrape."""
+        self.registry.register(PoolMetrics(state))
+
     def stream_clock(self, model: str) -> "StreamClock":
         """A clock for one request's outputs, started now (call it when the request arrives)."""
         return StreamClock(self, model)
@@ -106,3 +118,50 @@ class StreamClock:
         histogram = self.metrics.inter_token_latency if self.started else self.metrics.time_to_first_token
         histogram.labels(self.model).observe(now - self.last)
         self.last, self.started = now, True
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """The service as a whole, as the Inference Extension's endpoint pickers read a model server."""
+
+    waiting: int
+    running: int
+    # Of the KV cells of the loaded models that have any, the share running requests hold (0 to 1).
+    kv_cache_usage: float
+    # Loaded models, and models with requests waiting that are not loaded.
+    running_models: list[str]
+    waiting_models: list[str]
+    # The models the service can hold at once, at most (the scheduler's memory decides which).
+    max_models: int
+
+
+class PoolMetrics(Collector):
+    """The Inference Extension's model-server metrics, computed when scraped."""
+
+    def __init__(self, state: Callable[[], PoolState]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._state()
+        yield GaugeMetricFamily(
+            "multai:num_requests_waiting", "Requests waiting for a lease, all models.", value=state.waiting
+        )
+        yield GaugeMetricFamily(
+            "multai:num_requests_running", "Requests holding a lease, all models.", value=state.running
+        )
+        yield GaugeMetricFamily(
+            "multai:kv_cache_usage_perc",
+            "Share (0 to 1) of the loaded models' KV cache held by running requests.",
+            value=state.kv_cache_usage,
+        )
+        # As vLLM's vllm:lora_requests_info: the value is when it was computed, the labels say the rest.
+        info = GaugeMetricFamily(
+            "multai:lora_requests_info",
+            "Loaded models (running_lora_adapters), models waiting to load, and how many fit at most.",
+            labels=["running_lora_adapters", "waiting_lora_adapters", "max_lora"],
+        )
+        info.add_metric(
+            [",".join(state.running_models), ",".join(state.waiting_models), str(state.max_models)],
+            time.time(),
+        )
+        yield info

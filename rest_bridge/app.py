@@ -108,10 +108,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         }
         timeout = settings.request_timeout_seconds
         app.state.models = ModelsServing(
-            [
-                model_control_pb2_grpc.ModelControlServiceStub(channels[name])
-                for name in ("chat", "audio", "image", "vision")
-            ]
+            [model_control_pb2_grpc.ModelControlServiceStub(channels[name]) for name in settings.services]
         )
         image_inputs = ImageInputs(
             settings.remote_image_hosts, settings.max_image_input_bytes, settings.remote_image_timeout_seconds
@@ -128,7 +125,9 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             image_pb2_grpc.ImageServiceStub(channels["image"]), app.state.image_store, timeout
         )
         app.state.public_base_url = settings.public_base_url
-        app.state.health = {name: health_pb2_grpc.HealthStub(channel) for name, channel in channels.items()}
+        app.state.health = {
+            name: health_pb2_grpc.HealthStub(channels[name]) for name in ("scheduler", *settings.services)
+        }
         app.state.metrics = metrics
         await keys.refresh()
         background = [

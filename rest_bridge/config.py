@@ -5,6 +5,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from multai.edge import MODEL_SERVICES, ServiceName
 from multai.settings import MultaiSettings, is_loopback
 from rest_bridge.guards import LOOPBACK_HOSTS
 
@@ -23,6 +24,11 @@ class BridgeSettings(MultaiSettings):
     audio_address: str = Field("127.0.0.1:50052", description="host:port of the audio service.")
     image_address: str = Field("127.0.0.1:50053", description="host:port of the image service.")
     vision_address: str = Field("127.0.0.1:50054", description="host:port of the vision service.")
+    services: list[ServiceName] = Field(
+        list(MODEL_SERVICES),
+        description="The services that run behind this bridge: the ones it lists models of and needs for "
+        "/readyz (a node that runs only some; requests for the others get 503).",
+    )
     image_store_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "multai" / "images",
         description="Folder of generated images served by URL.",

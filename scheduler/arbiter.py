@@ -27,6 +27,8 @@ class RegisteredService:
     name: str
     pid: int
     footprints: dict[str, Footprint]
+    # Other names of each model, for routers that resolve requests' names as the services do.
+    aliases: dict[str, list[str]] = field(default_factory=dict)
     # Unload commands for the Register stream to send, in order.
     unload_commands: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
 
@@ -85,6 +87,9 @@ class LeaseArbiter:
         self.total_grants = 0
         self.total_evictions = 0
         self._models_shown: set[str] = set()
+        # Bumped by every change of state; watchers wait on the event, which is replaced once set.
+        self.version = 0
+        self._changed = asyncio.Event()
         for device in planner.devices:
             self.metrics.memory_budget.labels(device.kind.value).set(device.budget_bytes)
 
@@ -96,9 +101,10 @@ class LeaseArbiter:
         pid: int,
         footprints: dict[str, Footprint],
         resident: dict[str, tuple[DeviceKind, int]],
+        aliases: dict[str, list[str]] | None = None,
     ) -> RegisteredService:
         """Adds a service with its models and those it already has loaded."""
-        service = RegisteredService(uuid.uuid4().hex[:12], name, pid, footprints)
+        service = RegisteredService(uuid.uuid4().hex[:12], name, pid, footprints, aliases or {})
         self.services[service.service_id] = service
         for model, (device, size) in resident.items():
             self.resident[model] = ResidentModel(
@@ -221,6 +227,11 @@ class LeaseArbiter:
             self._end_lease(lease)
         self._dispatch()
 
+    async def changed_since(self, version: int) -> None:
+        """Returns once the state is newer than `version` (at once if it already is)."""
+        while self.version == version:
+            await self._changed.wait()
+
     # The dispatch rule
 
     def _warm_models(self) -> set[str]:
@@ -250,6 +261,10 @@ class LeaseArbiter:
             entry = self.resident[joiner.model]
             self._grant(joiner, Place(entry.device, entry.gpu_layers, entry.cpu_bytes))
         self._refresh_gauges()
+        # Every change of state ends here, so watchers hear of each one.
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _batch_joiner(self, ordered: list[Waiter]) -> Waiter | None:
         """The first waiter that may join its model's running batch although the head of the queue waits.

@@ -1,6 +1,7 @@
 """SchedulerService: protobuf in, LeaseArbiter calls, protobuf out."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,9 @@ from scheduler.memory import DeviceKind, Footprint
 from scheduler.queue import Level
 
 log = logging.getLogger(__name__)
+# A watch hears every change within this (bursts coalesce), and a message at least this often without one.
+WATCH_COALESCE_SECONDS = 0.01
+WATCH_HEARTBEAT_SECONDS = 2.0
 
 DEVICE_TO_PB = {DeviceKind.CPU: common_pb2.DEVICE_CPU, DeviceKind.GPU: common_pb2.DEVICE_GPU}
 DEVICE_FROM_PB = {v: k for k, v in DEVICE_TO_PB.items()}
@@ -52,6 +56,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             hello.pid,
             {m.model: Footprint(m.size_bytes, m.n_layers, max(1, m.slots)) for m in hello.models},
             {r.model: (DEVICE_FROM_PB[r.device], r.measured_bytes) for r in hello.resident},
+            {m.model: list(m.aliases) for m in hello.models},
         )
         events = asyncio.create_task(self._consume_events(request_iterator, service.service_id))
         try:
@@ -141,6 +146,21 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStatusResponse:
+        return self._status()
+
+    async def WatchStatus(
+        self, request: pb.WatchStatusRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchStatusResponse]:
+        version = -1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arbiter.changed_since(version), WATCH_HEARTBEAT_SECONDS)
+            version = self._arbiter.version
+            yield pb.WatchStatusResponse(status=self._status())
+            # A burst of changes (a batch of grants) becomes one message.
+            await asyncio.sleep(WATCH_COALESCE_SECONDS)
+
+    def _status(self) -> pb.GetStatusResponse:
         arbiter = self._arbiter
         now = time.monotonic()
         warm = {m for m, r in arbiter.resident.items() if not r.unloading}
@@ -176,6 +196,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     idle_seconds=0.0 if r.active_leases else now - r.last_used,
                     slots=r.slots,
                     slots_in_use=r.active_leases,
+                    unloading=r.unloading,
                 )
                 for r in arbiter.resident.values()
             ],
@@ -190,7 +211,21 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 for d in arbiter.planner.devices
             ],
             services=[
-                pb.ServiceStatus(service=s.name, service_id=s.service_id, pid=s.pid)
+                pb.ServiceStatus(
+                    service=s.name,
+                    service_id=s.service_id,
+                    pid=s.pid,
+                    models=[
+                        pb.ModelFootprint(
+                            model=model,
+                            size_bytes=footprint.size_bytes,
+                            n_layers=footprint.n_layers,
+                            slots=footprint.slots,
+                            aliases=s.aliases.get(model, []),
+                        )
+                        for model, footprint in s.footprints.items()
+                    ],
+                )
                 for s in arbiter.services.values()
             ],
             total_grants=arbiter.total_grants,

@@ -6,6 +6,7 @@ from bench.audio_bench import run as run_audio_bench
 from bench.chat_bench import SYSTEMS, ratio_lines
 from bench.chat_bench import run as run_chat_bench
 from bench.lease_bench import run as run_lease_bench
+from bench.scaleout_bench import run as run_scaleout_bench
 from bench.swap_bench import run as run_swap_bench
 from tests.e2e.mesh import PROJECT_ROOT
 
@@ -47,3 +48,17 @@ def test_swap_bench_runs_and_reports_swap_over_raw_load(tmp_path: Path) -> None:
     )
     assert results["gemma-3-270m_raw_load_s"] > 0
     assert "smollm2-135m-instruct_swap_over_raw_load" in results
+
+
+def test_scaleout_bench_runs_both_routings_and_ends_with_their_ratio(tmp_path: Path) -> None:
+    results = run_scaleout_bench(
+        rounds=1,
+        models_dir=PROJECT_ROOT / ".cache" / "test-models",
+        log_path=tmp_path / "log",
+        clients=2,
+        requests=2,
+        latency_samples=20,
+    )
+    assert list(results)[-1] == "model_aware_over_round_robin"
+    assert results["picker_requests_per_s"] > 0 and results["round_robin_requests_per_s"] > 0
+    assert {"picker_swaps", "round_robin_swaps", "picker_added_latency_p99_ms"} <= set(results)

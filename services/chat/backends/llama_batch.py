@@ -213,6 +213,10 @@ class BatchEngine:
         self._thread = threading.Thread(target=self._run, name=f"{name}-batch", daemon=True)
         self._thread.start()
 
+    def cells_in_use(self) -> int:
+        """KV cells held by running sequences (a metric: read from any thread, exact only on the engine's)."""
+        return sum(len(slot.tokens) for slot in self._slots if slot.running is not None)
+
     def open(self, job: SequenceJob) -> EngineStream:
         """Queues a sequence; its events arrive on the calling event loop."""
         stream = EngineStream(self, job)

@@ -102,6 +102,11 @@ class LlamaCppBackend:
         )
         return self._footprint_bytes(metadata)
 
+    def kv_cache_usage(self) -> float:
+        """The share of the context's KV cells that running requests hold (0 when not loaded)."""
+        engine = self._engine
+        return 0.0 if engine is None else engine.cells_in_use() / (self.context_length * self.slots)
+
     def unload(self) -> None:
         if self._engine is not None:
             self._engine.close()
