@@ -14,6 +14,7 @@ from typing import ClassVar
 import grpc
 from pydantic import Field
 
+from multai.batch_cli import format_batches
 from multai.bundled_models import BUNDLED_MODELS, install_bundled
 from multai.certs_cli import add_certs_parser, run_certs_command
 from multai.common.v1 import common_pb2
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         except FileNotFoundError as exc:
             sys.exit(str(exc))
         print(format_status(status))
+        print("\n" + format_batches(settings_common))
     elif args.command == "keys":
         run_keys_command(args)
     elif args.command == "certs":

@@ -1,5 +1,5 @@
-"""The mesh's state database (API keys and their usage, later batches): SQLite by default, any SQLAlchemy URL
-such as PostgreSQL by MULTAI_DATABASE_URL, through the same portable code."""
+"""The mesh's state database (API keys and their usage, the Batch API's files and batches): SQLite by
+default, any SQLAlchemy URL such as PostgreSQL by MULTAI_DATABASE_URL, through the same portable code."""
 
 import importlib
 
@@ -12,7 +12,7 @@ from multai.settings import MultaiSettings
 
 # Modules whose tables live on Base. They import Base from here, so open_engine imports them by name when it
 # runs instead of at the top, which would be circular; a new table module adds its name.
-TABLE_MODULES = ("multai.api_keys",)
+TABLE_MODULES = ("multai.api_keys", "multai.batch_store")
 # Long enough for the bridge's once-a-second usage write and a `multai keys` command to wait for each other.
 SQLITE_BUSY_TIMEOUT_MS = 5000
 

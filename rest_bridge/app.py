@@ -18,21 +18,37 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from multai.api_keys import KeyStore
 from multai.audio.v1 import audio_pb2_grpc
+from multai.batch_store import BatchStore
 from multai.chat.v1 import chat_pb2_grpc
 from multai.common.v1 import model_control_pb2_grpc
 from multai.image.v1 import image_pb2_grpc
 from multai.mesh_tls import MeshChannels
 from multai.openai.common import validation_failure
+from multai.openai.files import MAX_FILE_BYTES
+from multai.scheduler.v1 import scheduler_pb2_grpc
 from multai.state_db import database_url, open_engine
 from multai.tracing import flush_traces
 from multai.vision.v1 import vision_pb2_grpc
 from rest_bridge.auth import KeyAuthMiddleware, KeyRing
+from rest_bridge.batch_worker import BatchWorker
 from rest_bridge.config import BridgeSettings
 from rest_bridge.errors import OpenAIError
 from rest_bridge.guards import BodyLimitMiddleware, HostAllowListMiddleware
 from rest_bridge.metrics import BridgeMetrics, RequestMetricsMiddleware
 from rest_bridge.openapi import truthful_openapi
-from rest_bridge.routes import audio, chat, completions, embeddings, health, images, models, responses, vision
+from rest_bridge.routes import (
+    audio,
+    batches,
+    chat,
+    completions,
+    embeddings,
+    files,
+    health,
+    images,
+    models,
+    responses,
+    vision,
+)
 from rest_bridge.serving.audio import AudioServing
 from rest_bridge.serving.chat import ChatServing
 from rest_bridge.serving.completions import CompletionServing
@@ -47,6 +63,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # How often the bridge reloads keys (a new or revoked key takes effect within this) and writes usage.
 KEY_SYNC_SECONDS = 1.0
+# Room for a multipart upload's boundaries and fields around a file of the largest size.
+MULTIPART_ENVELOPE_BYTES = 1024 * 1024
 
 
 def validation_error(exc: RequestValidationError) -> OpenAIError:
@@ -87,7 +105,9 @@ class RequestIdMiddleware:
 def create_app(settings: BridgeSettings) -> FastAPI:
     """The bridge's ASGI app; channels open on startup and close on shutdown."""
     metrics = CollectorRegistry()
-    keys = KeyRing(KeyStore(open_engine(database_url(settings))), metrics, settings.keys_required())
+    engine = open_engine(database_url(settings))
+    keys = KeyRing(KeyStore(engine), metrics, settings.keys_required())
+    batch_store = BatchStore(engine, settings.state_dir / "files", settings.file_retention_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -129,26 +149,53 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             name: health_pb2_grpc.HealthStub(channels[name]) for name in ("scheduler", *settings.services)
         }
         app.state.metrics = metrics
+        app.state.batch_store = batch_store
+        worker = BatchWorker(
+            batch_store,
+            app,
+            scheduler_pb2_grpc.SchedulerServiceStub(channels["scheduler"]),
+            app.state.models,
+            settings.batch_lease_seconds,
+        )
         await keys.refresh()
         background = [
             asyncio.create_task(app.state.image_store.sweep_forever()),
             asyncio.create_task(keys.maintain_forever(KEY_SYNC_SECONDS)),
+            asyncio.create_task(worker.run_forever()),
         ]
         yield
         for task in background:
             task.cancel()
+        # The batch worker gives its lines in flight back before the channels close.
+        await asyncio.gather(*background, return_exceptions=True)
         await asyncio.to_thread(keys.recorder.flush, keys.store)
         await asyncio.to_thread(flush_traces)
         for channel in channels.values():
             await channel.close()
 
     app = FastAPI(title="MultAI", version="0.1.0", lifespan=lifespan)
-    for module in (chat, responses, completions, embeddings, audio, images, vision, models, health):
+    for module in (
+        chat,
+        responses,
+        completions,
+        embeddings,
+        audio,
+        images,
+        vision,
+        files,
+        batches,
+        models,
+        health,
+    ):
         app.include_router(module.router)
     app.openapi = lambda: truthful_openapi(app)  # type: ignore[method-assign]
 
     # The last added runs first: request ids, metrics, the Host check, CORS, API keys, the body limit.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_request_body_bytes,
+        path_limits={"/v1/files": MAX_FILE_BYTES + MULTIPART_ENVELOPE_BYTES},
+    )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -9,6 +9,7 @@ response's) inherit, so the serving code meters usage without passing the reques
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter
@@ -30,6 +31,18 @@ PROTECTED_PREFIX = "/v1/"
 # Generated images are fetched by URL, often by a browser that sends no key; the URL's 256 random bits are
 # what protects them (see ImageStore).
 OPEN_PREFIXES = ("/v1/images/files/",)
+# The ASGI scope key under which a batch's line, run in process through this app, names its batch's owner
+# and priority. Only the batch worker sets it: nothing an outside caller sends reaches the scope's keys.
+BATCH_CALLER = "multai.batch_caller"
+
+
+@dataclass(frozen=True)
+class BatchCaller:
+    """Who a batch's line runs for: the name of the key that created the batch (None when the API had no
+    keys then), and the queue level checked against that key's tier when the batch was created."""
+
+    owner: str | None
+    priority: int
 
 
 class KeyRing:
@@ -68,12 +81,17 @@ class KeyRing:
         """The active key with this secret."""
         return find_key(self._active, secret)
 
+    def find_named(self, name: str) -> ApiKey | None:
+        """The active key of that name."""
+        return next((key for key in self._active.values() if key.name == name), None)
+
     async def refresh(self) -> None:
         """Reloads the active keys (a revoked key stops working within a second)."""
         self._active = await asyncio.to_thread(self.store.active)
 
-    def record(self, key: ApiKey, usage: RequestUsage) -> None:
-        """Counts one finished request of key: usage totals, Prometheus and the tokens-per-minute bucket."""
+    def record(self, key: ApiKey, usage: RequestUsage, rate_limited: bool = True) -> None:
+        """Counts one finished request of key: usage totals, Prometheus and (when rate_limited) the
+        tokens-per-minute bucket."""
         tokens = usage.prompt_tokens + usage.completion_tokens
         self.recorder.record(
             key.name,
@@ -84,7 +102,8 @@ class KeyRing:
         self._tokens.labels(key.name, "completion").inc(usage.completion_tokens)
         self._audio.labels(key.name).inc(usage.audio_seconds)
         self._images.labels(key.name).inc(usage.images)
-        self.limiter.charge_tokens(key.name, tokens)
+        if rate_limited:
+            self.limiter.charge_tokens(key.name, tokens)
 
     async def maintain_forever(self, interval: float) -> None:
         """Reloads keys and writes usage every interval seconds, until cancelled."""
@@ -120,6 +139,10 @@ class KeyAuthMiddleware:
             or path.startswith(OPEN_PREFIXES)
         ):
             await self._app(scope, receive, send)
+            return
+        caller: BatchCaller | None = scope.get(BATCH_CALLER)
+        if caller is not None:
+            await self._batch_line(caller, scope, receive, send)
             return
         key = self._keys.find(_bearer(scope))
         if key is None:
@@ -159,6 +182,30 @@ class KeyAuthMiddleware:
             self._keys.limiter.release(key.name)
             self._keys.record(key, usage)
 
+    async def _batch_line(self, caller: BatchCaller, scope: Scope, receive: Receive, send: Send) -> None:
+        """A batch's line runs as its batch's key, whose usage it counts; the key's rate limits do not apply,
+        since the batch worker already runs its lines behind every interactive request."""
+        if caller.owner is None:
+            await self._app(scope, receive, send)
+            return
+        key = self._keys.find_named(caller.owner)
+        if key is None:
+            error = OpenAIError(
+                401,
+                f"The API key {caller.owner!r} that created this batch has been revoked.",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+            await send_error(send, error)
+            return
+        usage = meter()
+        key_token = current_key.set(key)
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            current_key.reset(key_token)
+            self._keys.record(key, usage, rate_limited=False)
+
 
 async def admit(
     request: Request, model: str, header: str | None, body_priority: int | None
@@ -174,10 +221,14 @@ async def admit(
     # Only installed models label the metrics, whatever names callers send.
     meter().model = card.id if card is not None else "unknown"
     key = current_key.get()
+    if key is not None and card is not None and not key.allows_model([card.id, *card.aliases]):
+        raise model_not_found(model)
+    caller: BatchCaller | None = request.scope.get(BATCH_CALLER)
+    if caller is not None:
+        # A batch's lines run at the batch's level, which its creation checked against the key's tier.
+        return priority_to_pb(None, caller.priority)
     if key is None:
         return priority_to_pb(header, body_priority)
-    if card is not None and not key.allows_model([card.id, *card.aliases]):
-        raise model_not_found(model)
     default = max(key.max_priority, DEFAULT_PRIORITY_LEVEL)
     level = priority_level(header, body_priority, default)
     if not key.allows_priority(level):

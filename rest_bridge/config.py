@@ -71,6 +71,18 @@ class BridgeSettings(MultaiSettings):
         description="Origins browsers may call the API from; none (CORS off) by default.",
     )
     request_timeout_seconds: float = Field(600.0, gt=0, description="Deadline of one inference call.")
+    file_retention_seconds: int = Field(
+        30 * 24 * 3600,
+        gt=0,
+        description="How long uploaded files and batches' output and error files live unless the request "
+        "says otherwise (OpenAI's 30 days).",
+    )
+    batch_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a batch line stays claimed by its worker without renewal: a line whose worker "
+        "died runs again once it lapses.",
+    )
 
     def answered_hosts(self) -> list[str]:
         """The Host names the API answers to: loopback, the bound address unless a wildcard, allowed_hosts."""

@@ -5,7 +5,7 @@ disconnects visible to the routes.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,16 +65,21 @@ class BodyLimitMiddleware:
     """Answers 413 to a body over the limit: at once from Content-Length, else as soon as the read passes it.
 
     Nothing past the limit is read, and the route's own answer (if it already began) is dropped for the 413.
+    `path_limits` gives some paths a limit of their own (file uploads).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self._app = app
-        self._max = max_body_bytes
+        self._default_max = max_body_bytes
+        self._path_limits = dict(path_limits or {})
 
-    def _too_large(self) -> OpenAIError:
+    @staticmethod
+    def _too_large(limit: int) -> OpenAIError:
         return OpenAIError(
             413,
-            f"the request body is larger than this server's limit of {self._max} bytes",
+            f"the request body is larger than this server's limit of {limit} bytes",
             code="request_too_large",
         )
 
@@ -82,9 +87,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        limit = self._path_limits.get(scope.get("path", ""), self._default_max)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max:
-            await send_error(send, self._too_large())
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await send_error(send, self._too_large(limit))
             return
         received = 0
         exceeded = False
@@ -97,7 +103,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self._max:
+                if received > limit:
                     # The route sees the client leave, so it stops reading and abandons its work.
                     exceeded = True
                     return {"type": "http.disconnect"}
@@ -117,4 +123,4 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded and not started:
-            await send_error(send, self._too_large())
+            await send_error(send, self._too_large(limit))

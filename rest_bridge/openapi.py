@@ -35,8 +35,8 @@ STATUS_MEANINGS = {
     400: "Invalid request, or a Host header this server does not answer to.",
     401: "No API key, or a wrong one (once keys exist).",
     403: "A priority above the API key's tier.",
-    404: "No such model, or one the API key may not use.",
-    409: "The request conflicted with the service's state (e.g. a model being replaced).",
+    404: "No such model (or one the API key may not use), file or batch.",
+    409: "The request conflicted with the state (a model being replaced, a batch that has ended).",
     413: "The body is larger than the server's limit.",
     429: "Over the API key's rate limits, or the model's queue is full; see Retry-After.",
     500: "An error inside the mesh.",
@@ -59,6 +59,12 @@ ROUTE_STATUSES: dict[str, set[int]] = {
     "/v1/models": API_ROUTE,
     "/v1/models/{model}": API_ROUTE | {404},
     "/v1/images/files/{name}": ANY_ROUTE | {404},
+    "/v1/files": API_ROUTE | {413},
+    "/v1/files/{file_id}": API_ROUTE | {404},
+    "/v1/files/{file_id}/content": API_ROUTE | {404},
+    "/v1/batches": API_ROUTE | {403, 404},
+    "/v1/batches/{batch_id}": API_ROUTE | {404},
+    "/v1/batches/{batch_id}/cancel": API_ROUTE | {404, 409},
     "/healthz": ANY_ROUTE,
     "/readyz": ANY_ROUTE | {503},
     "/metrics": ANY_ROUTE,
@@ -79,10 +85,13 @@ SUCCESS_CONTENT: dict[str, dict[str, Any]] = {
         media: {"schema": {"type": "string", "format": "binary"}} for media in SPEECH_CONTENT_TYPES.values()
     },
     "/v1/images/files/{name}": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    "/v1/files/{file_id}/content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+    },
     "/metrics": {"text/plain": TEXT},
 }
 # The answers that are not JSON at all.
-NOT_JSON = {"/v1/audio/speech", "/v1/images/files/{name}", "/metrics"}
+NOT_JSON = {"/v1/audio/speech", "/v1/images/files/{name}", "/v1/files/{file_id}/content", "/metrics"}
 
 
 def _error_responses(statuses: set[int]) -> dict[str, Any]:

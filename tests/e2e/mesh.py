@@ -84,6 +84,7 @@ def start_mesh(
     *,
     source: Path = PROJECT_ROOT,
     wrapper: Sequence[str] = (),
+    own_process_group: bool = False,
     **settings: str,
 ) -> Mesh:
     """`multai serve` from the checkout `source` on free ports; settings become MULTAI_<NAME> variables.
@@ -91,7 +92,8 @@ def start_mesh(
     Its state folder (certificates, database) is beside the log, never the user's own.
 
     Another checkout (an older commit, for a before-and-after benchmark) runs with this interpreter;
-    `wrapper` prefixes the command (e.g. a tracer).
+    `wrapper` prefixes the command (e.g. a tracer). `own_process_group` starts it in a session of its own, so
+    that a test can kill the whole mesh with one os.killpg.
     """
     port, scheduler_port, metrics_port = free_port(), free_port(), free_port()
     chat_port, audio_port, image_port, vision_port = free_port(), free_port(), free_port(), free_port()
@@ -139,6 +141,7 @@ def start_mesh(
         stderr=subprocess.STDOUT,
         env=env,
         cwd=source,
+        start_new_session=own_process_group,
     )
     edge_tls = settings.get("edge", "") == "true" and settings.get("edge_tls", "") == "true"
     mesh = Mesh(
