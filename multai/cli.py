@@ -15,15 +15,16 @@ import grpc
 from pydantic import Field
 
 from multai.batch_cli import format_batches
-from multai.bundled_models import BUNDLED_MODELS, install_bundled
+from multai.bundled_models import install_bundled
 from multai.certs_cli import add_certs_parser, run_certs_command
 from multai.common.v1 import common_pb2
 from multai.edge import MODEL_SERVICES, EdgeSpec, ServiceName, envoy_config
 from multai.grpc_server import configure_logging
 from multai.keys_cli import add_keys_parser, run_keys_command
 from multai.mesh_tls import MeshChannels, ensure_mesh_certs
-from multai.registry import ModelRegistry
-from multai.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from multai.models_cli import add_models_parser, megabytes, run_models_command
+from multai.scheduler.v1 import scheduler_pb2
+from multai.scheduler_client import fetch_status
 from multai.settings import MultaiSettings, is_loopback, load_settings
 from multai.supervisor import Child, Supervisor, grpc_serving, http_ok, python_module
 
@@ -338,17 +339,13 @@ async def serve(settings: ServeSettings) -> None:
     await supervisor.run(stop)
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.0f} MB"
-
-
 def format_status(status: scheduler_pb2.GetStatusResponse) -> str:
     """The scheduler's state as tables, like `ollama ps`."""
     lines = ["SERVICE      PID       ID"]
     lines += [f"{s.service:<12} {s.pid:<9} {s.service_id}" for s in status.services]
     lines += ["", "MODEL                         SERVICE  DEVICE  SIZE       SLOTS  IDLE"]
     lines += [
-        f"{r.model:<29} {r.service:<8} {DEVICE_NAMES.get(r.device, '?'):<7} {_mb(r.size_bytes):<10} "
+        f"{r.model:<29} {r.service:<8} {DEVICE_NAMES.get(r.device, '?'):<7} {megabytes(r.size_bytes):<10} "
         f"{f'{r.slots_in_use}/{max(r.slots, 1)}':<6} "
         f"{'busy' if r.idle_seconds == 0 else f'{r.idle_seconds:.0f}s'}"
         for r in status.resident_models
@@ -369,20 +366,11 @@ def format_status(status: scheduler_pb2.GetStatusResponse) -> str:
     ]
     lines += ["", "DEVICE                  USED        BUDGET      LEASES"]
     lines += [
-        f"{d.name:<23} {_mb(d.used_bytes):<11} {_mb(d.budget_bytes):<11} {d.active_leases}"
+        f"{d.name:<23} {megabytes(d.used_bytes):<11} {megabytes(d.budget_bytes):<11} {d.active_leases}"
         for d in status.devices
     ]
     lines += ["", f"grants {status.total_grants}, evictions {status.total_evictions}"]
     return "\n".join(lines)
-
-
-async def fetch_status(channels: MeshChannels, address: str) -> scheduler_pb2.GetStatusResponse:
-    """One GetStatus call."""
-    async with channels.aio_channel(address) as channel:
-        stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
-        request = scheduler_pb2.GetStatusRequest()
-        status: scheduler_pb2.GetStatusResponse = await stub.GetStatus(request, timeout=5)
-        return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,13 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--certs-dir", help="certs folder (default: MULTAI_CERTS_DIR, else MULTAI_STATE_DIR/certs)"
     )
-    models = commands.add_parser("models", help="list or install models")
-    model_commands = models.add_subparsers(dest="models_command", required=True)
-    listing = model_commands.add_parser("list", help="the models installed in the models folder")
-    install = model_commands.add_parser("install", help="install the bundled default models")
-    install.add_argument("names", nargs="*", help=f"which ones (default: all of {', '.join(BUNDLED_MODELS)})")
-    for sub in (status, listing, install):
-        sub.add_argument("--models-dir", help="folder of model folders (default: MULTAI_MODELS_DIR)")
+    status.add_argument("--models-dir", help="folder of model folders (default: MULTAI_MODELS_DIR)")
+    add_models_parser(commands)
     add_keys_parser(commands)
     add_certs_parser(commands)
     edge = commands.add_parser("edge", help="the Envoy edge's configuration")
@@ -476,18 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         run_certs_command(args)
     elif args.command == "edge":
         sys.stdout.write(edge_config_text(args))
-    elif args.models_command == "list":
-        registry = ModelRegistry.scan(settings_common.models_dir)
-        print("MODEL                         MODALITY  BACKEND                SIZE       ALIASES")
-        for m in registry.models():
-            label = " (fixture)" if m.fixture else ""
-            print(
-                f"{m.id:<29} {m.modality:<9} {m.backend:<22} {_mb(m.size_bytes):<10} "
-                f"{', '.join(m.aliases)}{label}"
-            )
     else:
-        for folder in install_bundled(settings_common.models_dir, args.names or None):
-            print(f"installed {folder.name} in {folder}")
+        run_models_command(args, settings_common)
 
 
 if __name__ == "__main__":

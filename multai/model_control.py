@@ -22,6 +22,7 @@ def model_info(manifest: ModelManifest, device: common_pb2.Device.ValueType) -> 
         fixture=manifest.fixture,
         created=manifest.created,
         resident_device=device,
+        parent=manifest.base,
     )
 
 

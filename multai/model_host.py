@@ -6,6 +6,9 @@ for a lease, loads the model where the lease says (once), and yields the backend
 Each model's engine calls run on one thread of its own: engines built on OpenMP (llama.cpp, CTranslate2) or
 on their own pools (torch) give every calling thread its own team of workers, and a pool of callers slowed
 them down more with every request. A backend that batches (`slots` > 1) serves its leases side by side.
+
+An adapter (a manifest with a `base`) is hosted on its base model: its backend comes from the base's
+backend, a lease for it holds the base loaded as well, and unloading the base unloads its adapters.
 """
 
 import asyncio
@@ -20,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from multai.common.v1 import common_pb2
 from multai.registry import ModelManifest, ModelRegistry
@@ -57,6 +60,15 @@ class BatchingBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class AdapterHostBackend(Protocol):
+    """A backend that serves adapters (LoRA) on its own weights."""
+
+    def adapter_backend(self, manifest: ModelManifest) -> Any:
+        """The backend of one of its adapters: load() and unload() add it to and drop it from the model."""
+        ...
+
+
 BackendT = TypeVar("BackendT", bound=LoadableBackend)
 ItemT = TypeVar("ItemT")
 
@@ -83,6 +95,8 @@ class _HostedModel(Generic[BackendT]):
     # Leases using a batching backend now; an unload waits for none.
     users: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    # For an adapter: the model it is applied to.
+    base: str = ""
 
 
 class ModelHost(Generic[BackendT]):
@@ -99,10 +113,19 @@ class ModelHost(Generic[BackendT]):
         self.registry = registry
         self.scheduler = scheduler
         self.metrics = ServiceMetrics()
-        self._hosted = {
-            m.id: _HostedModel(make_backend(m), ThreadPoolExecutor(1, thread_name_prefix=f"{m.id}-engine"))
-            for m in registry.models()
-        }
+        self._hosted: dict[str, _HostedModel[BackendT]] = {}
+        for m in sorted(registry.models(), key=lambda m: m.is_adapter):
+            if m.is_adapter:
+                base = self._hosted[m.base]
+                if not isinstance(base.backend, AdapterHostBackend):
+                    raise ValueError(f"model {m.base} serves no adapters, so {m.id} cannot run on it")
+                # Its calls are the base model's engine calls.
+                self._hosted[m.id] = _HostedModel(
+                    base.backend.adapter_backend(m), base.engine_thread, base=m.base
+                )
+            else:
+                engine_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{m.id}-engine")
+                self._hosted[m.id] = _HostedModel(make_backend(m), engine_thread)
         self._lease_wait_seconds = lease_wait_seconds
         self._waiting: collections.Counter[str] = collections.Counter()
         self._running: collections.Counter[str] = collections.Counter()
@@ -116,6 +139,7 @@ class ModelHost(Generic[BackendT]):
                 n_layers=m.n_layers,
                 slots=slots_of(self._hosted[m.id].backend),
                 aliases=m.aliases,
+                base=m.base,
             )
             for m in registry.models()
         ]
@@ -194,23 +218,38 @@ class ModelHost(Generic[BackendT]):
             hosted = self._hosted[manifest.id]
             on_engine_thread = _engine_thread.set(hosted.engine_thread)
             try:
-                if slots_of(hosted.backend) == 1:
-                    async with hosted.lock:
-                        await self._ensure_loaded(manifest.id, hosted, grant, max_gpu_layers)
-                        yield hosted.backend
-                    return
-                async with hosted.lock:
-                    await self._ensure_loaded(manifest.id, hosted, grant, max_gpu_layers)
-                    hosted.users += 1
-                    hosted.idle.clear()
-                try:
-                    yield hosted.backend
-                finally:
-                    hosted.users -= 1
-                    if hosted.users == 0:
-                        hosted.idle.set()
+                async with contextlib.AsyncExitStack() as using:
+                    if hosted.base:
+                        # The adapter's lease is the base's too: loaded on the granted device, kept there.
+                        base = self._hosted[hosted.base]
+                        await using.enter_async_context(self._using(hosted.base, base, grant, max_gpu_layers))
+                    yield await using.enter_async_context(
+                        self._using(manifest.id, hosted, grant, max_gpu_layers)
+                    )
             finally:
                 _engine_thread.reset(on_engine_thread)
+
+    @asynccontextmanager
+    async def _using(
+        self, model: str, hosted: _HostedModel[BackendT], grant: Grant, max_gpu_layers: int | None
+    ) -> AsyncIterator[BackendT]:
+        """A model loaded where the grant says and held in use: a batching backend counts its users (an
+        unload waits for none), any other is locked for the whole inference."""
+        if slots_of(hosted.backend) == 1:
+            async with hosted.lock:
+                await self._ensure_loaded(model, hosted, grant, max_gpu_layers)
+                yield hosted.backend
+            return
+        async with hosted.lock:
+            await self._ensure_loaded(model, hosted, grant, max_gpu_layers)
+            hosted.users += 1
+            hosted.idle.clear()
+        try:
+            yield hosted.backend
+        finally:
+            hosted.users -= 1
+            if hosted.users == 0:
+                hosted.idle.set()
 
     @asynccontextmanager
     async def _counted_lease(
@@ -268,7 +307,7 @@ class ModelHost(Generic[BackendT]):
         self.scheduler.report_resident(report)
 
     async def unload(self, model: str) -> bool:
-        """Frees a model's memory; True when it was loaded."""
+        """Frees a model's memory (a base model's adapters go with it); True when it was loaded."""
         hosted = self._hosted.get(model)
         if hosted is None:
             return False
@@ -280,6 +319,10 @@ class ModelHost(Generic[BackendT]):
             log.info("unloading %s", model)
             await asyncio.get_running_loop().run_in_executor(hosted.engine_thread, hosted.backend.unload)
             hosted.device = common_pb2.DEVICE_UNSPECIFIED
+            # The weights its adapters were loaded onto are gone; none is in use, since this model is not.
+            for adapter in self._hosted.values():
+                if adapter.base == model:
+                    adapter.device = common_pb2.DEVICE_UNSPECIFIED
             return True
 
     def _thread_for_call(self) -> ThreadPoolExecutor:

@@ -16,7 +16,8 @@ DEVICE_NAMES = {common_pb2.DEVICE_CPU: "cpu", common_pb2.DEVICE_GPU: "gpu"}
 
 
 def model_fields(info: common_pb2.ModelInfo) -> dict[str, Any]:
-    """OpenAI's model object (id, created) with MultAI's additions; `resident` is None when not loaded."""
+    """OpenAI's model object (id, created) with MultAI's additions; `resident` is None when not loaded, and
+    `parent` names an adapter's base model (as vLLM lists LoRA adapters), None for a model of its own."""
     return {
         "id": info.id,
         "created": info.created,
@@ -25,6 +26,7 @@ def model_fields(info: common_pb2.ModelInfo) -> dict[str, Any]:
         "backend": info.backend,
         "fixture": info.fixture,
         "resident": DEVICE_NAMES.get(info.resident_device),
+        "parent": info.parent or None,
     }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from multai.errors import InvalidRequestError, ModelNotFoundError
 
@@ -17,8 +17,17 @@ MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 Modality = Literal["chat", "embedding", "audio", "image", "vision"]
 Backend = Literal[
-    "llama_cpp", "faster_whisper", "piper", "bark", "diffusers", "llava", "sentence_transformers"
+    "llama_cpp",
+    "llama_cpp_lora",
+    "faster_whisper",
+    "piper",
+    "bark",
+    "diffusers",
+    "llava",
+    "sentence_transformers",
 ]
+# A LoRA adapter is served on its base model, a GGUF of this backend.
+ADAPTER_BACKENDS = {"llama_cpp_lora": "llama_cpp"}
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,9 @@ class ModelManifest(BaseModel):
     created: int = 0
     # Engine-specific defaults, e.g. context_length and chat_template for llama_cpp.
     defaults: dict[str, str | int | float | bool | list[str]] = Field(default_factory=dict)
+    # For an adapter (llama_cpp_lora): the id of the model it is applied to, and its weight there.
+    base: str = ""
+    scale: float = Field(1.0, ge=-16, le=16)
     folder: Path = Path()
 
     @field_validator("id")
@@ -69,6 +81,19 @@ class ModelManifest(BaseModel):
             if Path(name).is_absolute() or ".." in Path(name).parts:
                 raise ValueError(f"file {name!r} must be a path inside the model folder")
         return value
+
+    @model_validator(mode="after")
+    def _check_base(self) -> "ModelManifest":
+        if (self.backend in ADAPTER_BACKENDS) != bool(self.base):
+            raise ValueError(f"model {self.id}: `base` names the model of an adapter, and only of one")
+        if self.base and not is_valid_model_name(self.base):
+            raise ValueError(f"base {self.base!r} must match {MODEL_NAME_PATTERN.pattern}")
+        return self
+
+    @property
+    def is_adapter(self) -> bool:
+        """Whether this is an adapter served on its `base` model rather than a model of its own."""
+        return bool(self.base)
 
     def file_path(self, index: int = 0) -> Path:
         """The absolute path of one of the model's files."""
@@ -111,7 +136,17 @@ class ModelRegistry:
     def __init__(self, manifests: Iterable[ModelManifest]) -> None:
         self._by_id: dict[str, ModelManifest] = {}
         self._by_name: dict[str, ModelManifest] = {}
-        for manifest in sorted(manifests, key=lambda m: m.id):
+        ordered = sorted(manifests, key=lambda m: m.id)
+        backends = {m.id: m.backend for m in ordered}
+        for manifest in ordered:
+            if manifest.is_adapter and backends.get(manifest.base) != ADAPTER_BACKENDS[manifest.backend]:
+                log.warning(
+                    "skipping adapter %s: its base %s is not an installed %s model",
+                    manifest.id,
+                    manifest.base,
+                    ADAPTER_BACKENDS[manifest.backend],
+                )
+                continue
             self._by_id[manifest.id] = manifest
             self._by_name[manifest.id] = manifest
         for manifest in self._by_id.values():
@@ -158,3 +193,7 @@ class ModelRegistry:
     def models(self) -> list[ModelManifest]:
         """All manifests in id order."""
         return list(self._by_id.values())
+
+    def adapters_of(self, base: str) -> list[ModelManifest]:
+        """The adapters served on a model, in id order."""
+        return [m for m in self._by_id.values() if m.base == base]

@@ -271,3 +271,11 @@ class _LeaseKeeper:
         self._outgoing.put_nowait(pb.AcquireRequest(release=pb.ReleaseLease()))
         self._outgoing.put_nowait(None)
         self._watcher.cancel()
+
+
+async def fetch_status(channels: MeshChannels, address: str) -> pb.GetStatusResponse:
+    """One GetStatus call to the scheduler at `address`."""
+    async with channels.aio_channel(address) as channel:
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(channel)
+        status: pb.GetStatusResponse = await stub.GetStatus(pb.GetStatusRequest(), timeout=5)
+        return status

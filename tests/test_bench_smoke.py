@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+import pytest
+
 from bench.audio_bench import run as run_audio_bench
 from bench.chat_bench import SYSTEMS, ratio_lines
 from bench.chat_bench import run as run_chat_bench
 from bench.lease_bench import run as run_lease_bench
+from bench.lora_bench import run as run_lora_bench
 from bench.scaleout_bench import run as run_scaleout_bench
 from bench.swap_bench import run as run_swap_bench
 from tests.e2e.mesh import PROJECT_ROOT
@@ -62,3 +65,10 @@ def test_scaleout_bench_runs_both_routings_and_ends_with_their_ratio(tmp_path: P
     assert list(results)[-1] == "model_aware_over_round_robin"
     assert results["picker_requests_per_s"] > 0 and results["round_robin_requests_per_s"] > 0
     assert {"picker_swaps", "round_robin_swaps", "picker_added_latency_p99_ms"} <= set(results)
+
+
+@pytest.mark.timeout(900)  # builds the adapter when tests/e2e/test_lora.py has not (a few minutes, once)
+def test_lora_bench_measures_mixed_adapter_batches_against_one_set(tmp_path: Path) -> None:
+    results = run_lora_bench(rounds=1, models_dir=tmp_path / "models", log_path=tmp_path / "log")
+    assert results["base_x4_tok_s"] > 0 and results["adapter_x4_tok_s"] > 0
+    assert {"mixed_turn1_over_base", "mixed_turn8_over_base", "adapter_over_base"} <= set(results)

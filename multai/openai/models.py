@@ -9,7 +9,8 @@ from multai.openai_objects import model_fields
 
 
 class ModelCard(BaseModel):
-    """One model; `aliases`, `modality`, `fixture` and `resident` are MultAI's additions."""
+    """One model; `aliases`, `modality`, `fixture` and `resident` are MultAI's additions, `parent` vLLM's
+    (the base model of a LoRA adapter)."""
 
     id: str
     object: Literal["model"] = "model"
@@ -20,6 +21,7 @@ class ModelCard(BaseModel):
     backend: str
     fixture: bool
     resident: str | None
+    parent: str | None = None
 
     @classmethod
     def from_pb(cls, info: common_pb2.ModelInfo) -> "ModelCard":

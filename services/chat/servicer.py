@@ -71,6 +71,8 @@ TOOL_MODES: dict[int, ToolMode | None] = {
     chat_pb2.TOOL_CHOICE_MODE_FUNCTION: ToolMode.FUNCTION,
 }
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
+# GGUF models and the LoRA adapters served on them generate text.
+GENERATING_BACKENDS = {"llama_cpp", "llama_cpp_lora"}
 # The engine build in system_fingerprint: a new llama.cpp may change replies to the same seed.
 LLAMA_ENGINE = f"llama-cpp-python {version('llama-cpp-python')}"
 
@@ -112,7 +114,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateChatCompletion(
         self, request: chat_pb2.CreateChatCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.CreateChatCompletionResponse]:
-        manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "chat completions")
+        manifest = self._host.registry.resolve_for(request.model, GENERATING_BACKENDS, "chat completions")
         clock = self._host.metrics.stream_clock(manifest.id)
         messages = _messages_from_pb(request.messages)
         schemas = SchemaBudget()
@@ -182,7 +184,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def CreateCompletion(
         self, request: chat_pb2.CreateCompletionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.CreateCompletionResponse]:
-        manifest = self._host.registry.resolve_for(request.model, {"llama_cpp"}, "completions")
+        manifest = self._host.registry.resolve_for(request.model, GENERATING_BACKENDS, "completions")
         clock = self._host.metrics.stream_clock(manifest.id)
         params = params_from_pb(request.sampling, request.engine)
         prompt = request.prompt

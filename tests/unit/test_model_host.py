@@ -1,18 +1,19 @@
-"""ModelHost: the engine thread outlives no lease; the footprints it announces."""
+"""ModelHost: the engine thread outlives no lease; the footprints it announces; adapters on their base."""
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
 import pytest
 
+from multai.common.v1 import common_pb2
 from multai.mesh_tls import MeshChannels
 from multai.model_host import ModelHost
-from multai.registry import ModelRegistry
+from multai.registry import ModelManifest, ModelRegistry
 from multai.scheduler.v1 import scheduler_pb2
-from multai.scheduler_client import SchedulerClient
+from multai.scheduler_client import Grant, ResidentReport, SchedulerClient
 
 
 def make_host(folder: Path) -> ModelHost:
@@ -109,3 +110,88 @@ async def test_the_footprint_holds_the_estimate_before_the_first_load(
     await host.start(1.0)
     # An unreadable file keeps the manifest's size and fails at its own load, not the service's start.
     assert [(f.model, f.size_bytes, f.slots) for f in scheduler.footprints] == [("m", announced, 4)]
+
+
+class GrantingScheduler(RecordingScheduler):
+    """Grants every lease at once on the CPU and records what the host reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resident: list[str] = []
+
+    @asynccontextmanager
+    async def lease(self, request_id: str, model: str, priority: object, wait: float) -> AsyncIterator[Grant]:
+        yield Grant("l", 1, common_pb2.DEVICE_CPU, -1, 30.0)
+
+    def report_resident(self, report: ResidentReport) -> None:
+        self.resident.append(report.model)
+
+
+class FakeBase:
+    """A batching base model that records what is loaded onto it."""
+
+    slots = 4
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+
+    def estimated_bytes(self) -> int:
+        return 1000
+
+    def load(self, use_gpu: bool, gpu_layers: int) -> int:
+        self.loaded.append("base")
+        return 1000
+
+    def unload(self) -> None:
+        self.loaded.clear()
+
+    def adapter_backend(self, manifest: ModelManifest) -> "FakeAdapter":
+        return FakeAdapter(self, manifest.id)
+
+
+class FakeAdapter:
+    slots = 4
+
+    def __init__(self, base: FakeBase, name: str) -> None:
+        self.base, self.name = base, name
+
+    def estimated_bytes(self) -> int:
+        return 10
+
+    def load(self, use_gpu: bool, gpu_layers: int) -> int:
+        assert "base" in self.base.loaded, "an adapter is loaded onto a loaded base"
+        self.base.loaded.append(self.name)
+        return 10
+
+    def unload(self) -> None:
+        self.base.loaded.remove(self.name)
+
+
+async def test_an_adapter_is_hosted_on_its_base_and_goes_with_it(tmp_path: Path) -> None:
+    one_gguf_model(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.toml").write_text(
+        'id = "a"\nmodality = "chat"\nbackend = "llama_cpp_lora"\nbase = "m"\nfiles = ["x.gguf"]\n'
+        "size_bytes = 10\n"
+    )
+    registry = ModelRegistry.scan(tmp_path)
+    base = FakeBase()
+    scheduler = GrantingScheduler()
+    host = ModelHost("test", registry, lambda m: base, scheduler, 1.0)
+    await host.start(1.0)
+    assert [(f.model, f.size_bytes, f.base) for f in scheduler.footprints] == [
+        ("a", 10, "m"),
+        ("m", 1000, ""),
+    ]
+
+    async with host.leased(registry.resolve("a"), common_pb2.PRIORITY_NORMAL, "r1") as backend:
+        assert isinstance(backend, FakeAdapter)
+        assert base.loaded == ["base", "a"]
+        assert scheduler.resident == ["m", "a"]
+    async with host.leased(registry.resolve("m"), common_pb2.PRIORITY_NORMAL, "r2") as backend:
+        assert backend is base
+    assert base.loaded == ["base", "a"]  # loaded once, for both
+
+    assert await host.unload("m")
+    assert host.device_of("a") == common_pb2.DEVICE_UNSPECIFIED
+    assert not await host.unload("a")  # it went with its base

@@ -9,6 +9,11 @@ history, or the long prompt of sibling choices), as llama.cpp's server does. Eac
 KV cells of its own, so its attention never spans the others' cells: faster for unrelated requests, and a
 fresh sequence lands on the same cells every time, which keeps seeded replies reproducible.
 
+LoRA adapters are loaded onto the model on this thread too, and llama.cpp applies one adapter set to a whole
+decode step. So sequences are grouped by the adapter set they run with (none, for the base model): each step
+decodes one group, and the groups take turns of `TURN_STEPS` steps. KV cells hold what the model computed
+under one adapter set, so a prefix is only reused from a slot whose cells were made with the same set.
+
 llama.cpp is called from this one thread only: with libgomp each calling thread gets an OpenMP team of its
 own, and a pool of callers slowed decoding 2.7x after a few thousand requests.
 """
@@ -21,7 +26,10 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import llama_cpp
 import numpy as np
@@ -54,6 +62,14 @@ WAIT_FOR_PREFIX_MIN_TOKENS = 64
 # The penalties look back this far, as llama-cpp-python's default last_n_tokens_size.
 PENALTY_LAST_N = 64
 PIECE_BUFFER_BYTES = 256
+# Steps a group of sequences with one adapter set decodes before the next group's turn. Each switch makes
+# llama.cpp reserve its compute graph again (~4 ms for SmolLM2 here): in bench/lora_bench.py 2 base + 2
+# adapter streams made 56 % of 4 base streams' tokens/s switching every step, 67 % in turns of 8 and 69 %
+# in turns of 16, while a waiting group's stall grows with the turn (8 steps: ~120 ms).
+TURN_STEPS = 8
+
+# The LoRA adapters a sequence runs with, by model id, with their scales; () is the base model alone.
+AdapterSet = tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ class SequenceJob:
     # False: evaluate the whole prompt afresh, so that a seeded reply does not depend on the cache.
     reuse_prefix: bool = True
     n_threads: int | None = None
+    adapters: AdapterSet = ()
 
 
 class _Left:
@@ -179,8 +196,14 @@ class _Slot:
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
+    # The adapter set the cells of `tokens` were computed with.
+    adapters: AdapterSet = ()
     running: _Running | None = None
     last_used: float = 0.0
+
+    def shared(self, job: SequenceJob) -> int:
+        """How many leading prompt tokens of the job this slot's cells hold."""
+        return _common_prefix(self.tokens, job.prompt) if self.adapters == job.adapters else 0
 
 
 class BatchEngine:
@@ -208,6 +231,12 @@ class BatchEngine:
         self._piece = ctypes.create_string_buffer(PIECE_BUFFER_BYTES)
         self._waiting: deque[EngineStream] = deque()
         self._inbox: deque[EngineStream] = deque()
+        # Work for the engine thread between steps (loading and freeing adapters), with its result.
+        self._commands: deque[tuple[Callable[[], None], Future[None]]] = deque()
+        self._adapters: dict[str, llama_cpp.llama_adapter_lora_p] = {}
+        # The set applied to the context now, and the steps its group has had in its turn.
+        self._applied: AdapterSet = ()
+        self._turn_steps = 0
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"{name}-batch", daemon=True)
@@ -230,13 +259,55 @@ class BatchEngine:
         with self._wakeup:
             self._wakeup.notify()
 
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Loads a GGUF LoRA adapter onto the model under `name`; blocks until the engine thread has."""
+
+        def load() -> None:
+            if name in self._adapters:
+                return
+            adapter = llama_cpp.llama_adapter_lora_init(self._model, str(path).encode())
+            if not adapter:
+                raise ValueError(f"llama.cpp cannot load {path} as a LoRA adapter of this model")
+            self._adapters[name] = adapter
+
+        self._command(load)
+
+    def unload_adapter(self, name: str) -> None:
+        """Frees an adapter no running sequence uses; blocks until the engine thread has."""
+
+        def unload() -> None:
+            adapter = self._adapters.pop(name, None)
+            if adapter is None:
+                return
+            if any(applied == name for applied, _ in self._applied):
+                # The context must not keep a pointer to a freed adapter.
+                llama_cpp.llama_set_adapters_lora(self._ctx, None, 0, None)
+                self._applied = ()
+            llama_cpp.llama_adapter_lora_free(adapter)
+
+        self._command(unload)
+
     def close(self) -> None:
-        """Stops the thread (after failing whatever is still queued) and frees the batch."""
+        """Stops the thread (after failing whatever is still queued), frees the adapters and the batch."""
         with self._wakeup:
             self._stopping = True
             self._wakeup.notify()
         self._thread.join()
+        if self._adapters:
+            llama_cpp.llama_set_adapters_lora(self._ctx, None, 0, None)
+        for adapter in self._adapters.values():
+            llama_cpp.llama_adapter_lora_free(adapter)
+        self._adapters.clear()
         llama_cpp.llama_batch_free(self._batch)
+
+    def _command(self, work: Callable[[], None]) -> None:
+        done: Future[None] = Future()
+        with self._wakeup:
+            if self._stopping:
+                raise RuntimeError("the model was unloaded")
+            self._commands.append((work, done))
+            self._wakeup.notify()
+        done.result()
 
     # The engine thread
 
@@ -244,12 +315,23 @@ class BatchEngine:
         outbox: dict[EngineStream, list[Delivered]] = {}
         while True:
             with self._wakeup:
-                while not (self._stopping or self._inbox or self._waiting or self._has_running()):
+                while not (
+                    self._stopping or self._inbox or self._commands or self._waiting or self._has_running()
+                ):
                     self._wakeup.wait()
                 if self._stopping:
                     break
                 self._waiting.extend(self._inbox)
                 self._inbox.clear()
+                commands = list(self._commands)
+                self._commands.clear()
+            for work, done in commands:
+                try:
+                    work()
+                except Exception as exc:  # The caller gets the failure; the engine goes on.
+                    done.set_exception(exc)
+                else:
+                    done.set_result(None)
             try:
                 self._step(outbox)
             except Exception as exc:  # A broken step fails the sequences in it, never the thread.
@@ -259,6 +341,9 @@ class BatchEngine:
                         self._leave(slot, outbox, exc)
             self._flush(outbox)
         error = RuntimeError("the model was unloaded")
+        for _, done in self._commands:
+            done.set_exception(error)
+        self._commands.clear()
         for stream in [*self._inbox, *self._waiting]:
             outbox[stream] = [error, _LEFT]
         for slot in self._slots:
@@ -279,7 +364,8 @@ class BatchEngine:
         self._admit(outbox)
         if not self._has_running():
             return
-        feeding = self._fill_batch()
+        group = self._next_group()
+        feeding = self._fill_batch(group)
         self._set_threads()
         status = llama_cpp.llama_decode(self._ctx, self._batch)
         if status != 0:
@@ -294,9 +380,13 @@ class BatchEngine:
             if not free:
                 return
             job = stream.job
-            if job.reuse_prefix and self._sibling_prefilling(job.prompt):
+            if job.reuse_prefix and self._sibling_prefilling(job):
                 continue  # it will share that prefix once it is evaluated, instead of evaluating it twice
             self._waiting.remove(stream)
+            missing = [name for name, _ in job.adapters if name not in self._adapters]
+            if missing:
+                outbox[stream] = [RuntimeError(f"adapter {missing[0]} is not loaded"), _LEFT]
+                continue
             try:
                 sampler = self._sampler(job.sampling)
             except UnsupportedSchemaError as exc:
@@ -307,13 +397,13 @@ class BatchEngine:
             slot.running = _Running(stream, sampler, text, job.max_tokens)
             slot.running.fed = len(slot.tokens)
 
-    def _sibling_prefilling(self, prompt: list[int]) -> bool:
+    def _sibling_prefilling(self, job: SequenceJob) -> bool:
         """Whether a running sequence is evaluating a longer prefix of this prompt than any slot holds."""
-        held = max((_common_prefix(slot.tokens, prompt) for slot in self._slots), default=0)
+        held = max((slot.shared(job) for slot in self._slots), default=0)
         for slot in self._slots:
             running = slot.running
-            if running is not None and running.next_token is None:
-                pending = _common_prefix(running.stream.job.prompt, prompt)
+            if running is not None and running.next_token is None and slot.adapters == job.adapters:
+                pending = _common_prefix(running.stream.job.prompt, job.prompt)
                 if pending - held >= WAIT_FOR_PREFIX_MIN_TOKENS:
                     return True
         return False
@@ -328,7 +418,7 @@ class BatchEngine:
         usable = len(job.prompt) - 1 if job.reuse_prefix else 0
 
         def shared(slot: _Slot) -> int:
-            return min(_common_prefix(slot.tokens, job.prompt), usable)
+            return min(slot.shared(job), usable)
 
         # The free slot that holds most of the prompt; else the least recently used one loses its cache.
         target = max(free, key=lambda s: (shared(s), -s.last_used))
@@ -342,11 +432,41 @@ class BatchEngine:
             length = 0  # this cache cannot be cut here; start over
             llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, -1, -1)
         target.tokens = job.prompt[:length]
+        target.adapters = job.adapters
         target.last_used = time.monotonic()
         return target
 
-    def _fill_batch(self) -> list[tuple[_Slot, int]]:
-        """Fills the batch: decoding sequences' last tokens, then prompt chunks; returns who gets logits."""
+    def _next_group(self) -> AdapterSet:
+        """The adapter set whose sequences decode this step, applied to the context.
+
+        The group in its turn keeps it for TURN_STEPS steps while others wait, then the next group (in a
+        fixed order) takes over; a lone group keeps the context for as long as it runs.
+        """
+        groups = sorted({slot.adapters for slot in self._slots if slot.running is not None})
+        group = self._applied
+        if group not in groups or (self._turn_steps >= TURN_STEPS and len(groups) > 1):
+            later = [g for g in groups if g > group]
+            group = later[0] if later else groups[0]
+            self._turn_steps = 0
+        self._turn_steps += 1
+        if group != self._applied:
+            self._apply_adapters(group)
+        return group
+
+    def _apply_adapters(self, group: AdapterSet) -> None:
+        # llama-cpp-python types the handles as c_void_p; they are the POINTERs its restype says.
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * len(group))(
+            *(self._adapters[name] for name, _ in group)  # type: ignore[misc]
+        )
+        scales = (ctypes.c_float * len(group))(*(scale for _, scale in group))
+        status = llama_cpp.llama_set_adapters_lora(self._ctx, handles, len(group), scales)
+        if status != 0:
+            raise RuntimeError(f"llama_set_adapters_lora returned {status}")
+        self._applied = group
+
+    def _fill_batch(self, group: AdapterSet) -> list[tuple[_Slot, int]]:
+        """Fills the batch with one group's sequences: decoding sequences' last tokens, then prompt chunks;
+        returns who gets logits."""
         batch = self._batch
         count = 0
         feeding: list[tuple[_Slot, int]] = []
@@ -366,7 +486,7 @@ class BatchEngine:
         prefilling = []
         for slot in self._slots:
             running = slot.running
-            if running is None:
+            if running is None or slot.adapters != group:
                 continue
             if running.next_token is not None:
                 add(slot, running.next_token, True)

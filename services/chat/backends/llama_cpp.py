@@ -1,11 +1,14 @@
 """LlamaCppBackend: GGUF models through llama-cpp-python, served by a continuous-batching engine.
 
 The backend turns a request into a token sequence and a sampler (`SequenceJob`) and hands it to the model's
-`BatchEngine`, which decodes it together with the other requests in flight (`llama_batch.py`).
+`BatchEngine`, which decodes it together with the other requests in flight (`llama_batch.py`). A LoRA adapter
+is a `LlamaLoraBackend` over its base model's backend: loading it loads the adapter onto the base's weights,
+and its requests run in the base's batch with the adapter applied.
 """
 
 import asyncio
 import random
+from dataclasses import replace
 
 import llama_cpp
 from llama_cpp import _internals, _logger
@@ -20,7 +23,13 @@ from services.chat.backends.base import (
     UnsupportedSchemaError,
 )
 from services.chat.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
-from services.chat.backends.llama_batch import BatchEngine, EngineStream, SamplingSpec, SequenceJob
+from services.chat.backends.llama_batch import (
+    AdapterSet,
+    BatchEngine,
+    EngineStream,
+    SamplingSpec,
+    SequenceJob,
+)
 
 # llama-cpp-python's defaults for each endpoint, kept so that replies do not change with the engine.
 CHAT_TEMPERATURE = 0.2
@@ -34,6 +43,9 @@ DEFAULT_MIN_P = 0.05
 LLAMA_RANDOM_SEED = 0xFFFFFFFF
 # Tokens one llama_decode takes at most (a step's decode tokens plus prompt chunks).
 BATCH_TOKENS = 512
+# A string character in llama-cpp-python's schema grammars, and the same rule without control characters.
+SCHEMA_CHAR_RULE = r'char ::= [^"\\] |'
+JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
 class LlamaCppBackend:
@@ -119,20 +131,40 @@ class LlamaCppBackend:
             self._model = None
         self._template = None
 
+    def adapter_backend(self, manifest: ModelManifest) -> "LlamaLoraBackend":
+        """The backend of a LoRA adapter of this model."""
+        return LlamaLoraBackend(manifest, self)
+
+    def load_adapter(self, manifest: ModelManifest) -> int:
+        """Loads an adapter onto the loaded model; returns the bytes it takes (about its file's size)."""
+        self._require_engine().load_adapter(manifest.id, manifest.file_path())
+        return manifest.size_bytes
+
+    def unload_adapter(self, manifest: ModelManifest) -> None:
+        """Frees an adapter; nothing may be generating with it. Unloading the model frees its adapters too."""
+        if self._engine is not None:
+            self._engine.unload_adapter(manifest.id)
+
     async def open_chat(
-        self, messages: list[Message], tools: list[FunctionTool], params: GenerationParams
+        self,
+        messages: list[Message],
+        tools: list[FunctionTool],
+        params: GenerationParams,
+        adapters: AdapterSet = (),
     ) -> EngineStream:
-        """Starts generating the assistant's reply, `tools` described to the model."""
+        """Starts generating the assistant's reply, `tools` described to the model, with these adapters."""
         characters = sum(len(m.content) + sum(len(c.arguments) for c in m.tool_calls) for m in messages)
         self._check_request_size(characters, params.max_tokens, "messages")
         job = await asyncio.to_thread(self._chat_job, messages, tools, params)
-        return self._require_engine().open(job)
+        return self._require_engine().open(replace(job, adapters=adapters))
 
-    async def open_completion(self, prompt: str, params: GenerationParams) -> EngineStream:
-        """Starts continuing a raw prompt."""
+    async def open_completion(
+        self, prompt: str, params: GenerationParams, adapters: AdapterSet = ()
+    ) -> EngineStream:
+        """Starts continuing a raw prompt, with these adapters."""
         self._check_request_size(len(prompt), params.max_tokens, "prompt")
         job = await asyncio.to_thread(self._completion_job, prompt, params)
-        return self._require_engine().open(job)
+        return self._require_engine().open(replace(job, adapters=adapters))
 
     def _check_request_size(self, characters: int, max_tokens: int | None, prompt_param: str) -> None:
         """Refuses, before any tokenising, a prompt or max_tokens that cannot fit the context."""
@@ -254,6 +286,43 @@ class LlamaCppBackend:
         return self._engine
 
 
+class LlamaLoraBackend:
+    """A GGUF LoRA adapter applied to its base model (`LlamaCppBackend`) at the manifest's scale.
+
+    The host loads the base first (an adapter's lease holds the base too), so load() only adds the adapter.
+    """
+
+    def __init__(self, manifest: ModelManifest, base: LlamaCppBackend) -> None:
+        self._manifest = manifest
+        self._base = base
+        self._adapters: AdapterSet = ((manifest.id, manifest.scale),)
+
+    @property
+    def slots(self) -> int:
+        """The base's slots: adapter requests decode in its batch."""
+        return self._base.slots
+
+    def estimated_bytes(self) -> int:
+        """The adapter's tensors, about its file's size."""
+        return self._manifest.size_bytes
+
+    def load(self, use_gpu: bool, gpu_layers: int) -> int:
+        return self._base.load_adapter(self._manifest)
+
+    def unload(self) -> None:
+        self._base.unload_adapter(self._manifest)
+
+    async def open_chat(
+        self, messages: list[Message], tools: list[FunctionTool], params: GenerationParams
+    ) -> EngineStream:
+        """Starts generating the assistant's reply on the base model with this adapter."""
+        return await self._base.open_chat(messages, tools, params, self._adapters)
+
+    async def open_completion(self, prompt: str, params: GenerationParams) -> EngineStream:
+        """Starts continuing a raw prompt on the base model with this adapter."""
+        return await self._base.open_completion(prompt, params, self._adapters)
+
+
 def _engine_seed(seed: int | None) -> int:
     """The request's seed as llama.cpp takes it; no seed draws a fresh one, so replies differ."""
     return random.randrange(LLAMA_RANDOM_SEED) if seed is None else seed % LLAMA_RANDOM_SEED
@@ -267,9 +336,11 @@ def _json_grammar(params: GenerationParams) -> str | None:
         return JSON_GBNF
     try:
         grammar: str = json_schema_to_gbnf(params.json_schema)
-        return grammar
     except Exception as exc:  # llama.cpp's converter raises plain Exceptions and ValueErrors alike.
         raise UnsupportedSchemaError(f"the JSON schema cannot be enforced: {exc}") from exc
+    # llama-cpp-python's converter lets raw control characters into strings, which JSON forbids (llama.cpp's
+    # own converter excludes them); a model that writes a newline in a string then replies invalid JSON.
+    return grammar.replace(SCHEMA_CHAR_RULE, JSON_CHAR_RULE)
 
 
 def _as_list(value: object) -> list[object]:
