@@ -49,9 +49,9 @@ from multai.openai.batches import (
     BatchErrors,
     BatchList,
     BatchRequestCounts,
-    BatchUsage,
 )
 from multai.openai.files import FileList, FileObject
+from multai.openai.responses import ResponseUsage
 from multai.state_db import Base
 
 # OpenAI's limit on the requests of one batch.
@@ -346,7 +346,7 @@ def _batch_object(row: BatchRow) -> Batch:
         cancelling_at=row.cancelling_at,
         cancelled_at=row.cancelled_at,
         request_counts=BatchRequestCounts(total=row.total, completed=row.completed, failed=row.failed),
-        usage=BatchUsage(
+        usage=ResponseUsage(
             input_tokens=row.input_tokens,
             output_tokens=row.output_tokens,
             total_tokens=row.input_tokens + row.output_tokens,

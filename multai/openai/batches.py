@@ -5,9 +5,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, Field, field_validator
 
 from multai.openai.common import OpenAIModel
-
-# The same token details as a response's usage (a batch has no cache or reasoning tokens either).
-from multai.openai.responses import InputTokensDetails, OutputTokensDetails
+from multai.openai.responses import ResponseUsage
 
 BatchEndpoint = Literal[
     "/v1/chat/completions",
@@ -99,16 +97,6 @@ class BatchErrors(BaseModel):
     data: list[BatchError]
 
 
-class BatchUsage(BaseModel):
-    """Tokens of the batch's finished requests."""
-
-    input_tokens: int
-    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
-    output_tokens: int
-    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
-    total_tokens: int
-
-
 class Batch(BaseModel):
     """A batch."""
 
@@ -131,7 +119,8 @@ class Batch(BaseModel):
     cancelling_at: int | None = None
     cancelled_at: int | None = None
     request_counts: BatchRequestCounts
-    usage: BatchUsage
+    # Tokens of the finished requests, in the shape of a response's usage, as OpenAI's batches have.
+    usage: ResponseUsage
     metadata: dict[str, str] | None = None
 
 
