@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from multai.errors import InvalidRequestError, ResourceExhaustedError, ServiceUnavailableError
+from multai.service_metrics import PoolMetrics, PoolState
 from scheduler.memory import DeviceKind, Evict, Footprint, MemoryPlanner, Place, Refuse, ResidentModel
 from scheduler.metrics import SchedulerMetrics
 from scheduler.queue import LeaseQueue, Level, QueueFullError, Waiter
@@ -94,6 +95,7 @@ class LeaseArbiter:
         self._changed = asyncio.Event()
         for device in planner.devices:
             self.metrics.memory_budget.labels(device.kind.value).set(device.budget_bytes)
+        self.metrics.registry.register(PoolMetrics(self.pool_state))
 
     # Services
 
@@ -232,6 +234,23 @@ class LeaseArbiter:
         if lease is not None and lease.lease_id in self.leases:
             self._end_lease(lease)
         self._dispatch()
+
+    def pool_state(self) -> PoolState:
+        """The node's totals as the Inference Extension reads a model server: where a pool's endpoints are
+        node pods (k8s/overlays/inference-gateway), their scheduler's port serves them. The scheduler does
+        not see KV cells; the share of batch slots in use stands for it (each slot holds one sequence's)."""
+        resident = [r for r in self.resident.values() if not r.unloading]
+        slots = sum(r.slots for r in resident if not r.base)
+        in_use = sum(r.active_leases for r in resident if not r.base)
+        waiting = {w.model for w in self.queue.ordered(self._warm_models())}
+        return PoolState(
+            waiting=sum(self.queue.count(level) for level in Level),
+            running=len(self.leases),
+            kv_cache_usage=in_use / slots if slots else 0.0,
+            running_models=sorted(r.model for r in resident),
+            waiting_models=sorted(waiting - {r.model for r in resident}),
+            max_models=sum(len(service.footprints) for service in self.services.values()),
+        )
 
     async def changed_since(self, version: int) -> None:
         """Returns once the state is newer than `version` (at once if it already is)."""

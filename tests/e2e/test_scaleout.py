@@ -132,6 +132,14 @@ def test_every_node_exports_the_inference_extensions_model_server_metrics(two_no
         assert int(labels["max_lora"]) >= 2
     # Each node reports the model it holds as its running "adapter".
     assert sorted(loaded) == sorted([A, B])
+    # Its scheduler serves the node's totals the same way, for a pool whose endpoints are node pods.
+    held = []
+    for node in two_nodes.nodes:
+        text = httpx.get(str(node["scheduler_metrics"]), timeout=10).text
+        info = re.search(r"^multai:lora_requests_info\{(.*)\} \S+$", text, re.MULTILINE)
+        assert info is not None and re.search(r"^multai:num_requests_waiting \d", text, re.MULTILINE)
+        held += dict(re.findall(r'(\w+)="([^"]*)"', info[1]))["running_lora_adapters"].split(",")
+    assert sorted(held) == sorted([A, B])
 
 
 @dataclass

@@ -62,3 +62,19 @@ async def test_a_quiet_scheduler_still_sends_a_heartbeat(
     # Nothing changes, yet the watch speaks: a silent one means a hung node.
     await next_status(stream)
     await next_status(stream)
+
+
+async def test_the_scheduler_exports_its_nodes_totals_as_the_inference_extension_reads_them() -> None:
+    planner = MemoryPlanner(FakeProbe(None, 1000 * MB), {DeviceKind.CPU: 1, DeviceKind.GPU: 1})
+    arbiter = LeaseArbiter(planner, LeaseQueue(max_per_level=8))
+    service = arbiter.register("chat", 7, {"a": Footprint(100 * MB, slots=4), "b": Footprint(800 * MB)}, {})
+    first = arbiter.enqueue(service.service_id, "r1", "a", Level.NORMAL)
+    await arbiter.grant_of(first)
+    # b does not fit beside a, which is busy: it waits.
+    arbiter.enqueue(service.service_id, "r2", "b", Level.BACKGROUND)
+    registry = arbiter.metrics.registry
+    assert registry.get_sample_value("multai:num_requests_running") == 1
+    assert registry.get_sample_value("multai:num_requests_waiting") == 1
+    assert registry.get_sample_value("multai:kv_cache_usage_perc") == 0.25
+    labels = {"running_lora_adapters": "a", "waiting_lora_adapters": "b", "max_lora": "2"}
+    assert registry.get_sample_value("multai:lora_requests_info", labels) is not None
