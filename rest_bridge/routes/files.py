@@ -1,12 +1,14 @@
 """POST, GET and DELETE /v1/files: the Batch API's input files, and the output and error files it writes."""
 
 import asyncio
+import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
 from multai.batch_store import BatchStore
 from multai.openai.files import MAX_FILE_BYTES, FileDeleted, FileList, FileObject
@@ -87,14 +89,35 @@ async def retrieve_file(file_id: str, request: Request) -> FileObject:
     return found
 
 
-@router.get("/v1/files/{file_id}/content", response_class=FileResponse)
-async def file_content(file_id: str, request: Request) -> FileResponse:
-    """The file's bytes."""
+def open_content(path: Path) -> tuple[BinaryIO, int] | None:
+    """The file opened, with its size; None when it is gone."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return None
+    return handle, os.fstat(handle.fileno()).st_size
+
+
+async def content_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(handle.read, COPY_CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()
+
+
+@router.get("/v1/files/{file_id}/content", response_class=StreamingResponse)
+async def file_content(file_id: str, request: Request) -> StreamingResponse:
+    """The file's bytes, from a handle opened first: a delete meanwhile cannot cut the answer short."""
     store: BatchStore = request.app.state.batch_store
     path = await asyncio.to_thread(store.file_path, owner(), file_id)
-    if path is None:
+    opened = None if path is None else await asyncio.to_thread(open_content, path)
+    if opened is None:
         raise file_not_found(file_id)
-    return FileResponse(path, media_type="application/octet-stream")
+    handle, size = opened
+    return StreamingResponse(
+        content_chunks(handle), media_type="application/octet-stream", headers={"content-length": str(size)}
+    )
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)
