@@ -19,14 +19,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from multai.common.v1 import common_pb2
-from multai.registry import ModelManifest, ModelRegistry
+from multai.registry import MANIFEST_NAME, Modality, ModelManifest, ModelRegistry
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import Grant, ResidentReport, SchedulerClient
 from multai.service_metrics import PoolState, ServiceMetrics
@@ -78,6 +79,17 @@ _engine_thread: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.
 )
 
 
+def _manifest_times(models_dir: Path) -> dict[str, int]:
+    """Each model folder's manifest and when it last changed."""
+    if not models_dir.is_dir():
+        return {}
+    times = {}
+    for manifest in models_dir.glob(f"*/{MANIFEST_NAME}"):
+        with contextlib.suppress(OSError):  # removed between the listing and the stat
+            times[str(manifest)] = manifest.stat().st_mtime_ns
+    return times
+
+
 def slots_of(backend: object) -> int:
     """How many requests a backend serves at once."""
     return max(1, backend.slots) if isinstance(backend, BatchingBackend) else 1
@@ -113,8 +125,20 @@ class ModelHost(Generic[BackendT]):
         self.registry = registry
         self.scheduler = scheduler
         self.metrics = ServiceMetrics()
+        self._make_backend = make_backend
         self._hosted: dict[str, _HostedModel[BackendT]] = {}
-        for m in sorted(registry.models(), key=lambda m: m.is_adapter):
+        self._host(registry.models())
+        self._lease_wait_seconds = lease_wait_seconds
+        self._waiting: collections.Counter[str] = collections.Counter()
+        self._running: collections.Counter[str] = collections.Counter()
+        self.metrics.add_pool_metrics(self.pool_state)
+        # Blocking work outside any model's engine (codecs, file reads) runs here, off the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-worker")
+        self._footprints = [self._footprint_of(m) for m in registry.models()]
+
+    def _host(self, manifests: list[ModelManifest]) -> None:
+        """Makes the backends of new models, adapters after the models they run on."""
+        for m in sorted(manifests, key=lambda m: m.is_adapter):
             if m.is_adapter:
                 base = self._hosted[m.base]
                 if not isinstance(base.backend, AdapterHostBackend):
@@ -125,28 +149,20 @@ class ModelHost(Generic[BackendT]):
                 )
             else:
                 engine_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{m.id}-engine")
-                self._hosted[m.id] = _HostedModel(make_backend(m), engine_thread)
-        self._lease_wait_seconds = lease_wait_seconds
-        self._waiting: collections.Counter[str] = collections.Counter()
-        self._running: collections.Counter[str] = collections.Counter()
-        self.metrics.add_pool_metrics(self.pool_state)
-        # Blocking work outside any model's engine (codecs, file reads) runs here, off the event loop.
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{service_name}-worker")
-        self._footprints = [
-            scheduler_pb2.ModelFootprint(
-                model=m.id,
-                size_bytes=m.size_bytes,
-                n_layers=m.n_layers,
-                slots=slots_of(self._hosted[m.id].backend),
-                aliases=m.aliases,
-                base=m.base,
-            )
-            for m in registry.models()
-        ]
+                self._hosted[m.id] = _HostedModel(self._make_backend(m), engine_thread)
 
-    async def start(self, connect_timeout: float) -> None:
-        """Registers with the scheduler, announcing what each model will take once loaded."""
-        for footprint in self._footprints:
+    def _footprint_of(self, m: ModelManifest) -> scheduler_pb2.ModelFootprint:
+        return scheduler_pb2.ModelFootprint(
+            model=m.id,
+            size_bytes=m.size_bytes,
+            n_layers=m.n_layers,
+            slots=slots_of(self._hosted[m.id].backend),
+            aliases=m.aliases,
+            base=m.base,
+        )
+
+    async def _estimate_sizes(self, footprints: list[scheduler_pb2.ModelFootprint]) -> None:
+        for footprint in footprints:
             backend = self._hosted[footprint.model].backend
             if isinstance(backend, BatchingBackend):
                 # The slots' caches can outweigh the weights: plan with both before the first load.
@@ -156,7 +172,55 @@ class ModelHost(Generic[BackendT]):
                     log.warning(
                         "model %s: cannot read its size before loading", footprint.model, exc_info=True
                     )
+
+    async def start(self, connect_timeout: float) -> None:
+        """Registers with the scheduler, announcing what each model will take once loaded."""
+        await self._estimate_sizes(self._footprints)
         await self.scheduler.start(connect_timeout, self._footprints, self.unload, self.resident_reports)
+
+    async def follow_models_dir(
+        self, models_dir: Path, modalities: Collection[Modality], every: float
+    ) -> None:
+        """Serves what `multai models add` installs and stops serving what `remove` deletes, within `every`
+        seconds: the folder's manifests are compared at that interval (a stat each), and read on a change."""
+        # The first look compares with the registry itself: a model may have come since it was read.
+        seen: dict[str, int] | None = None
+        while True:
+            await asyncio.sleep(every)
+            now = await asyncio.to_thread(_manifest_times, models_dir)
+            if now != seen:
+                seen = now
+                registry = await asyncio.to_thread(ModelRegistry.scan, models_dir, modalities)
+                try:
+                    await self.sync_models(registry)
+                except Exception:  # a model that cannot be hosted must not stop the following
+                    log.exception("the models folder changed, and its models could not all be served")
+
+    async def sync_models(self, registry: ModelRegistry) -> None:
+        """Hosts the registry's new models and drops those it no longer has, in the order that keeps every
+        request answerable: new models are hosted and announced before requests can name them, and a
+        removed one is refused (404) before it is unloaded, once the requests using it are done."""
+        wanted = {m.id for m in registry.models()}
+        added = [m for m in registry.models() if m.id not in self._hosted]
+        if not added and wanted == set(self._hosted):
+            return
+        self._host(added)
+        new = [self._footprint_of(m) for m in added]
+        await self._estimate_sizes(new)
+        footprints = {f.model: f for f in [*self._footprints, *new]}
+        self._footprints = [footprints[m.id] for m in registry.models()]
+        self.scheduler.update_catalog(self._footprints)
+        self.registry = registry
+        for m in added:
+            log.info("model %s was added to the models folder", m.id)
+        # Adapters go before the models they run on.
+        for model in sorted(set(self._hosted) - wanted, key=lambda m: not self._hosted[m].base):
+            if await self.unload(model):
+                self.scheduler.report_evicted(model)
+            hosted = self._hosted.pop(model)
+            if not hosted.base:
+                hosted.engine_thread.shutdown(wait=False)
+            log.info("model %s was removed from the models folder", model)
 
     async def stop(self) -> None:
         """Unloads everything and ends the registration."""

@@ -1,5 +1,6 @@
 """The one way a modality service is put together: registry, ModelHost, its servicers, ModelControl."""
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -45,17 +46,27 @@ async def serve_model_service(
         model_control_pb2_grpc.add_ModelControlServiceServicer_to_server(ModelControlServicer(host), server)
         return [*names, MODEL_CONTROL_SERVICE]
 
+    following: list[asyncio.Task[None]] = []
+
     async def on_started() -> None:
         await host.start(settings.scheduler_connect_seconds)
         if settings.metrics_port:
             # prometheus_client serves from a thread of its own, off the event loop.
             start_http_server(settings.metrics_port, addr=settings.host, registry=host.metrics.registry)
             log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        if settings.models_poll_seconds:
+            follow = host.follow_models_dir(settings.models_dir, modalities, settings.models_poll_seconds)
+            following.append(asyncio.create_task(follow))
+
+    async def on_stopping() -> None:
+        for task in following:
+            task.cancel()
+        await host.stop()
 
     await run_grpc_server(
         settings,
         add_all,
         on_started=on_started,
-        on_stopping=host.stop,
+        on_stopping=on_stopping,
         max_call_seconds=settings.max_request_seconds,
     )

@@ -122,7 +122,7 @@ def run_models_command(args: argparse.Namespace, settings: MultaiSettings) -> No
             folder = add_model(
                 settings.models_dir, args.path, args.model_id, args.alias, args.base, args.scale
             )
-            print(f"added {folder.name} in {folder}; restart the mesh to serve it")
+            print(f"added {folder.name} in {folder}; a running mesh serves it within a few seconds")
         else:
             folder = remove_model(settings, args.model, args.force)
             print(f"removed {folder.name} ({folder})")

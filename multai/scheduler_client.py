@@ -104,6 +104,11 @@ class SchedulerClient:
             )
         )
 
+    def update_catalog(self, footprints: list[pb.ModelFootprint]) -> None:
+        """Tells the scheduler the service's models changed; a re-registration announces these."""
+        self._footprints = footprints
+        self._send(pb.RegisterRequest(catalog=pb.ServiceCatalog(models=footprints)))
+
     def report_evicted(self, model: str) -> None:
         """Tells the scheduler a model's memory is free."""
         self._send(pb.RegisterRequest(evicted=pb.ModelEvicted(model=model)))

@@ -134,6 +134,12 @@ class ModelServiceSettings(GrpcServiceSettings):
         30.0, gt=0, description="Longest wait for the scheduler at start."
     )
     metrics_port: int = Field(0, ge=0, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+    models_poll_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often the models folder is checked for models added or removed (`multai models "
+        "add`, `remove`), which are then served or dropped without a restart; 0: read it only at start.",
+    )
     max_request_seconds: float = Field(
         600.0,
         gt=0,

@@ -11,7 +11,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from multai.errors import InvalidRequestError, ResourceExhaustedError, ServiceUnavailableError
+from multai.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    ResourceExhaustedError,
+    ServiceUnavailableError,
+)
 from multai.service_metrics import PoolMetrics, PoolState
 from scheduler.memory import DeviceKind, Evict, Footprint, MemoryPlanner, Place, Refuse, ResidentModel
 from scheduler.metrics import SchedulerMetrics
@@ -139,6 +144,21 @@ class LeaseArbiter:
         log.warning(
             "service %s (pid %d) unregistered; its memory and leases are reclaimed", service.name, service.pid
         )
+        self._dispatch()
+
+    def update_catalog(
+        self, service_id: str, footprints: dict[str, Footprint], aliases: dict[str, list[str]]
+    ) -> None:
+        """A service's models changed: new ones can be placed, waiters for removed ones are refused."""
+        service = self.services.get(service_id)
+        if service is None:
+            return
+        # What a model really took once loaded stays; only new models take the service's estimate.
+        service.footprints = {m: service.footprints.get(m, f) for m, f in footprints.items()}
+        service.aliases = aliases
+        for waiter in [w for w in self._grants if w.service_id == service_id and w.model not in footprints]:
+            self._fail(waiter, ModelNotFoundError(waiter.model))
+        log.info("service %s now has %d models", service.name, len(footprints))
         self._dispatch()
 
     def model_resident(

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
@@ -31,6 +31,14 @@ LEVEL_FROM_PB = {
 }
 
 
+def _footprints(models: Iterable[pb.ModelFootprint]) -> dict[str, Footprint]:
+    return {m.model: Footprint(m.size_bytes, m.n_layers, max(1, m.slots), m.base) for m in models}
+
+
+def _aliases(models: Iterable[pb.ModelFootprint]) -> dict[str, list[str]]:
+    return {m.model: list(m.aliases) for m in models}
+
+
 class LeaseRevokedError(MultaiError):
     """The lease ended without the holder releasing it: it expired or its service went away."""
 
@@ -54,9 +62,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         service = self._arbiter.register(
             hello.service,
             hello.pid,
-            {m.model: Footprint(m.size_bytes, m.n_layers, max(1, m.slots), m.base) for m in hello.models},
+            _footprints(hello.models),
             {r.model: (DEVICE_FROM_PB[r.device], r.measured_bytes) for r in hello.resident},
-            {m.model: list(m.aliases) for m in hello.models},
+            _aliases(hello.models),
         )
         events = asyncio.create_task(self._consume_events(request_iterator, service.service_id))
         try:
@@ -88,6 +96,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 )
             elif kind == "evicted":
                 self._arbiter.model_evicted(event.evicted.model)
+            elif kind == "catalog":
+                models = event.catalog.models
+                self._arbiter.update_catalog(service_id, _footprints(models), _aliases(models))
 
     async def Acquire(
         self, request_iterator: AsyncIterator[pb.AcquireRequest], context: grpc.aio.ServicerContext

@@ -11,8 +11,9 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,27 @@ def test_remove_refuses_a_loaded_model_and_deletes_an_unloaded_one(
     forced = multai("models", "remove", ADAPTER_OFF, "--force", *mesh_options)
     assert forced.returncode == 0, forced.stderr
     assert not (added_models / ADAPTER_OFF).exists()
+    # A running mesh stops serving what was removed (here an adapter that was loaded, with --force).
+    wait_for_models(client, lambda ids: ADAPTER_OFF not in ids and SPARE not in ids)
+    with pytest.raises(openai.NotFoundError):
+        reply(client, ADAPTER_OFF, QUESTIONS[0])
+
+
+def wait_for_models(client: openai.OpenAI, done: Callable[[set[str]], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not done({model.id for model in client.models.list()}):
+        assert time.monotonic() < deadline, "the running mesh did not follow the models folder"
+        time.sleep(0.5)
+
+
+def test_a_model_added_to_a_running_mesh_is_served_without_a_restart(
+    client: openai.OpenAI, added_models: Path, models_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "second.gguf"
+    shutil.copy(models_dir / "smollm2-135m-instruct" / "model.gguf", copy)
+    add(added_models, "add", str(copy), "--id", "smollm2-live", "--alias", "live")
+    wait_for_models(client, lambda ids: "smollm2-live" in ids)
+    assert reply(client, "live", QUESTIONS[0]) == reply(client, BASE, QUESTIONS[0])
+    removed = multai("models", "remove", "smollm2-live", "--force", "--models-dir", str(added_models))
+    assert removed.returncode == 0, removed.stderr
+    wait_for_models(client, lambda ids: "smollm2-live" not in ids)

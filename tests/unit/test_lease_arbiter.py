@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from multai.errors import ResourceExhaustedError
+from multai.errors import ModelNotFoundError, ResourceExhaustedError
 from scheduler.arbiter import LeaseArbiter, LeaseTerms
 from scheduler.memory import DeviceKind, Footprint, MemoryPlanner
 from scheduler.queue import LeaseQueue, Level
@@ -103,3 +103,17 @@ async def test_measured_footprint_replaces_the_manifest_estimate() -> None:
     assert a.resident["m"].size_bytes == 240 * MB
     assert service.footprints["m"] == Footprint(240 * MB, n_layers=30)
     assert a.planner.used_bytes(DeviceKind.CPU, a.resident) == 240 * MB
+
+
+async def test_a_new_catalog_adds_models_and_refuses_waiters_for_removed_ones() -> None:
+    a = arbiter(150)
+    service = a.register("chat", 1, {"old": Footprint(100 * MB), "busy": Footprint(100 * MB)}, {})
+    holder = a.enqueue(service.service_id, "r1", "busy", Level.NORMAL)
+    lease = await a.grant_of(holder)
+    waiting = a.enqueue(service.service_id, "r2", "old", Level.NORMAL)
+    a.update_catalog(service.service_id, {"busy": Footprint(100 * MB), "new": Footprint(10 * MB)}, {})
+    with pytest.raises(ModelNotFoundError):
+        await a.grant_of(waiting)
+    a.leave(holder, lease)
+    added = a.enqueue(service.service_id, "r3", "new", Level.NORMAL)
+    assert (await asyncio.wait_for(a.grant_of(added), 1)).model == "new"

@@ -1,6 +1,7 @@
 """ModelHost: the engine thread outlives no lease; the footprints it announces; adapters on their base."""
 
 import asyncio
+import shutil
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, asynccontextmanager
@@ -195,3 +196,46 @@ async def test_an_adapter_is_hosted_on_its_base_and_goes_with_it(tmp_path: Path)
     assert await host.unload("m")
     assert host.device_of("a") == common_pb2.DEVICE_UNSPECIFIED
     assert not await host.unload("a")  # it went with its base
+
+
+class CatalogScheduler(RecordingScheduler):
+    """Records each catalog the host announces after the models folder changed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.catalogs: list[list[tuple[str, int]]] = []
+        self.evicted: list[str] = []
+
+    def update_catalog(self, footprints: list[scheduler_pb2.ModelFootprint]) -> None:
+        self.catalogs.append([(f.model, f.size_bytes) for f in footprints])
+
+    def report_evicted(self, model: str) -> None:
+        self.evicted.append(model)
+
+
+async def test_models_added_to_or_removed_from_the_folder_are_served_or_dropped_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    scheduler = CatalogScheduler()
+    host = ModelHost("test", one_gguf_model(tmp_path), lambda m: SlotsBackend(7000), scheduler, 1.0)
+    await host.start(1.0)
+    follow = asyncio.create_task(host.follow_models_dir(tmp_path, ("chat",), every=0.05))
+    shutil.copytree(tmp_path / "m", tmp_path / "n")
+    manifest = tmp_path / "n" / "model.toml"
+    manifest.write_text(manifest.read_text().replace('id = "m"', 'id = "n"'))
+    for _ in range(100):
+        if scheduler.catalogs:
+            break
+        await asyncio.sleep(0.05)
+    # The new model is announced with its estimated size, and requests can name it.
+    assert scheduler.catalogs == [[("m", 7000), ("n", 7000)]]
+    assert host.registry.resolve("n").id == "n"
+    shutil.rmtree(tmp_path / "m")
+    for _ in range(100):
+        if len(scheduler.catalogs) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert scheduler.catalogs[-1] == [("n", 7000)]
+    assert [m.id for m in host.registry.models()] == ["n"]
+    assert scheduler.evicted == []  # it was not loaded
+    follow.cancel()
