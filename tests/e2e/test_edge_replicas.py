@@ -126,7 +126,8 @@ def test_killing_a_replica_loses_no_request_that_had_not_started(two_chats: Edge
             assert str(outcome.error), "a broken stream must say why"
         else:
             assert outcome.text
-    assert sum(not outcome.started_before_kill for outcome in outcomes) >= 4
+    # One model's batch holds 4 of the 6 streams at most, so at least 2 were waiting at the kill.
+    assert sum(not outcome.started_before_kill for outcome in outcomes) >= 2
     # Requests that waited on the killed replica were sent again, to the other one.
     assert edge_stat(two_chats, "cluster.chat.upstream_rq_retry") > retries_before
 
