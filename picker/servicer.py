@@ -114,9 +114,9 @@ class EndpointPicker(external_processor_pb2_grpc.ExternalProcessorServicer):
                     yield ext_proc.ProcessingResponse(request_headers=ext_proc.HeadersResponse())
             elif phase == "request_body":
                 yield self._answer("request_body", headers, request.request_body.body, subset)
-            else:
+            elif phase is not None:
                 # Envoy sends nothing else in the configured mode; an empty answer lets it continue.
-                yield ext_proc.ProcessingResponse(**{str(phase): {}})
+                yield ext_proc.ProcessingResponse(**{phase: {}})
 
     def _answer(
         self, phase: str, headers: dict[str, str], body: bytes | None, subset: list[str] | None
