@@ -6,6 +6,7 @@ them names the chosen endpoint, with its fallbacks (`ip:port,ip:port`), in the h
 immediate 503 when no node is ready, or 429 with Retry-After when the request is shed.
 """
 
+import asyncio
 import json
 import logging
 import re
@@ -30,6 +31,8 @@ DESTINATION_NAMESPACE = "envoy.lb"
 SUBSET_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_KEY = "x-gateway-destination-endpoint-subset"
 # A multipart form's `model` field (audio uploads), without parsing the whole form.
+# Bodies up to this are parsed on the event loop (well under a millisecond), larger ones in a thread.
+PARSE_ON_LOOP_BYTES = 64 * 1024
 FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,256})\r\n')
 
 
@@ -109,20 +112,32 @@ class EndpointPicker(external_processor_pb2_grpc.ExternalProcessorServicer):
                 }
                 subset = _subset(request)
                 if request.request_headers.end_of_stream:
-                    yield self._answer("request_headers", headers, None, subset)
+                    yield self._answer("request_headers", headers, (None, None), subset, time.perf_counter())
                 else:
                     yield ext_proc.ProcessingResponse(request_headers=ext_proc.HeadersResponse())
             elif phase == "request_body":
-                yield self._answer("request_body", headers, request.request_body.body, subset)
+                started = time.perf_counter()
+                body = request.request_body.body
+                content_type = headers.get("content-type", "")
+                # Parsing a large body (a long prompt, an upload) would hold up every other decision.
+                if len(body) > PARSE_ON_LOOP_BYTES:
+                    fields = await asyncio.to_thread(body_fields, content_type, body)
+                else:
+                    fields = body_fields(content_type, body)
+                yield self._answer("request_body", headers, fields, subset, started)
             elif phase is not None:
                 # Envoy sends nothing else in the configured mode; an empty answer lets it continue.
                 yield ext_proc.ProcessingResponse(**{phase: {}})
 
     def _answer(
-        self, phase: str, headers: dict[str, str], body: bytes | None, subset: list[str] | None
+        self,
+        phase: str,
+        headers: dict[str, str],
+        fields: tuple[str | None, int | None],
+        subset: list[str] | None,
+        started: float,
     ) -> ext_proc.ProcessingResponse:
-        started = time.perf_counter()
-        model, body_priority = body_fields(headers.get("content-type", ""), body) if body else (None, None)
+        model, body_priority = fields
         priority = priority_of(headers, body_priority)
         decision = choose(self._views(), model, priority, self._rules, subset)
         response = self._response(phase, decision, priority, headers.get("x-request-id", ""))

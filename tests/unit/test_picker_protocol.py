@@ -168,3 +168,15 @@ def test_the_model_is_read_from_json_and_from_multipart_forms() -> None:
         b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-tiny\r\n--x--\r\n'
     )
     assert body_fields("multipart/form-data; boundary=x", form) == ("whisper-tiny", None)
+
+
+async def test_a_large_body_is_read_for_its_model_too(served: Served) -> None:
+    # Past PARSE_ON_LOOP_BYTES the body is parsed off the event loop; the answer is the same.
+    picker, stub = served
+    picker.nodes = [idle_node("10.0.0.1:8080", waiting=1), idle_node("10.0.0.2:8080")]
+    prompt = "sea " * 100_000
+    payload = json.dumps({"model": "small", "messages": [{"role": "user", "content": prompt}]}).encode()
+    _, answer = await exchange(stub, headers(JSON, end_of_stream=False), body(payload))
+    header, _ = destination(answer, "request_body")
+    assert header.split(",")[0] == "10.0.0.2:8080"
+    assert picker.picks == [("10.0.0.2:8080", "small", "req-1")]
