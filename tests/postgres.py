@@ -10,7 +10,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.mesh import free_port
 
 SKIP_REASON = "PostgreSQL tests skipped: pg_ctl not found (`.ci/run` installs Debian's postgresql package)"
 
@@ -29,13 +30,6 @@ def _program(name: str) -> str | None:
     # Debian keeps the server's programs off PATH, in a folder per major version.
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return candidates[-1] if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -52,7 +46,7 @@ def throwaway_postgres() -> Iterator[str]:
         account = pwd.getpwnam("postgres")
         os.chown(folder, account.pw_uid, account.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     subprocess.run(
         [*as_user, initdb, "-D", str(data), "-U", "multai", "--auth=trust", "--no-sync"],
         check=True,
