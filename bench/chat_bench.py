@@ -35,8 +35,9 @@ from bench import guidellm_runs
 from multai.bundled_models import install_bundled
 from multai.chat.v1 import chat_pb2, chat_pb2_grpc
 from multai.mesh_tls import MeshChannels
+from multai.ports import free_port
 from multai.registry import read_manifest
-from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port, start_mesh
+from tests.e2e.mesh import PROJECT_ROOT, Mesh, start_mesh
 
 MODEL = "smollm2-135m-instruct"
 PROMPT = [{"role": "user", "content": "Write a short story about a robot who learns to paint."}]

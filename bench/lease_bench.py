@@ -25,9 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from multai.common.v1 import common_pb2
 from multai.mesh_tls import MeshChannels, ensure_mesh_certs
+from multai.ports import free_port
 from multai.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from multai.scheduler_client import SchedulerClient
-from tests.e2e.mesh import PROJECT_ROOT, free_port
+from tests.e2e.mesh import PROJECT_ROOT
 
 
 async def _wait_serving(channels: MeshChannels, address: str) -> None:

@@ -28,7 +28,8 @@ import openai
 
 from bench.cli import MODELS_DIR, RESULTS_DIR
 from multai.bundled_models import install_bundled
-from tests.e2e.mesh import free_port, start_mesh
+from multai.ports import free_port
+from tests.e2e.mesh import start_mesh
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 CLIENTS = 4

@@ -5,7 +5,6 @@ import asyncio
 import json
 import logging
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from multai.grpc_server import configure_logging
 from multai.keys_cli import add_keys_parser, run_keys_command
 from multai.mesh_tls import MeshChannels, ensure_mesh_certs
 from multai.models_cli import add_models_parser, megabytes, run_models_command
+from multai.ports import free_port, reserve
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import fetch_status
 from multai.settings import MultaiSettings, is_loopback, load_settings
@@ -132,23 +132,23 @@ class NodePorts:
     def free(cls) -> "NodePorts":
         """A further node's, free ones chosen now (`nodes.json` in the state folder lists them)."""
         return cls(
-            _free_port(),
-            _free_port(),
-            {name: _free_port() for name in MODEL_SERVICES},
-            {name: _free_port() for name in MODEL_SERVICES},
-            _free_port(),
+            free_port(),
+            free_port(),
+            {name: free_port() for name in MODEL_SERVICES},
+            {name: free_port() for name in MODEL_SERVICES},
+            free_port(),
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def mesh_children(settings: ServeSettings) -> list[Child]:
     """The processes of the local mesh, in start order: each node group, then the picker and the edge."""
+    if settings.nodes > 1:
+        # Further nodes' free ports must not be ones the settings already give the first node or the edge.
+        reserve(
+            value
+            for name, value in settings.model_dump().items()
+            if (name == "port" or name.endswith("_port")) and isinstance(value, int)
+        )
     nodes = [NodePorts.first(settings), *(NodePorts.free() for _ in range(settings.nodes - 1))]
     children = [child for index, ports in enumerate(nodes) for child in node_children(settings, index, ports)]
     services = set(settings.node_services)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import free_port
+from multai.ports import free_port
 
 SKIP_REASON = "PostgreSQL tests skipped: pg_ctl not found (`.ci/run` installs Debian's postgresql package)"
 

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,16 +13,11 @@ from pathlib import Path
 import httpx
 
 from multai.mesh_tls import MeshChannels
+from multai.ports import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Fits one of the two default chat models but not both, so alternating requests must swap them.
 SWAP_RAM_BUDGET_BYTES = 500_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -15,7 +15,8 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port
+from multai.ports import free_port
+from tests.e2e.mesh import PROJECT_ROOT, Mesh
 
 CHAT_MODEL = "smollm2-135m-instruct"
 HELLO = [{"role": "user", "content": "Say hello."}]

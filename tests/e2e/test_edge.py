@@ -14,7 +14,8 @@ import pytest
 from multai.client import MultAI
 from multai.common.v1 import model_control_pb2, model_control_pb2_grpc
 from multai.mesh_tls import MeshChannels
-from tests.e2e.mesh import Mesh, free_port, start_mesh
+from multai.ports import free_port
+from tests.e2e.mesh import Mesh, start_mesh
 
 CHAT_MODEL = "smollm2-135m-instruct"
 

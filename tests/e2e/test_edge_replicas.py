@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from multai.client import APIError, MultAI
-from tests.e2e.mesh import Mesh, free_port, start_mesh
+from multai.ports import free_port
+from tests.e2e.mesh import Mesh, start_mesh
 
 CHAT_MODEL = "smollm2-135m-instruct"
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]

@@ -10,8 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from multai.mesh_tls import create_mesh_certs
+from multai.ports import free_port
 from multai.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
-from tests.e2e.mesh import PROJECT_ROOT, free_port
+from tests.e2e.mesh import PROJECT_ROOT
 
 
 def test_the_health_port_serves_health_alone(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ import openai
 import psutil
 import pytest
 
-from tests.e2e.mesh import Mesh, free_port, start_mesh
+from multai.ports import free_port
+from tests.e2e.mesh import Mesh, start_mesh
 
 A, B = "smollm2-135m-instruct", "gemma-3-270m"
 HELLO = [{"role": "user", "content": "Tell me about the sea."}]

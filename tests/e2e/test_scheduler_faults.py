@@ -19,9 +19,10 @@ import pytest
 from multai.cli import MODEL_SERVICES, fetch_status
 from multai.common.v1 import common_pb2
 from multai.mesh_tls import MeshChannels, ensure_mesh_certs
+from multai.ports import free_port
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import SchedulerClient
-from tests.e2e.mesh import PROJECT_ROOT, Mesh, free_port, start_mesh
+from tests.e2e.mesh import PROJECT_ROOT, Mesh, start_mesh
 
 ONE_SLOT_SWAP_BUDGET_BYTES = 350_000_000
 LONG_STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]

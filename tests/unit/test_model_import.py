@@ -12,9 +12,10 @@ import pytest
 from multai.bundled_models import install_bundled
 from multai.model_import import ModelImportError, add_model
 from multai.models_cli import remove_model
+from multai.ports import free_port
 from multai.registry import MANIFEST_NAME, ModelRegistry
 from multai.settings import MultaiSettings
-from tests.e2e.mesh import PROJECT_ROOT, free_port
+from tests.e2e.mesh import PROJECT_ROOT
 
 BASE_ID = "smollm2-135m-instruct"
 
