@@ -82,9 +82,10 @@ class ServeSettings(MultaiSettings):
         description="The model services each node group runs (requests for the others get 503).",
     )
     picker: bool = Field(
-        False,
-        description="Route REST requests through the endpoint picker even with one node, for its shedding "
-        "of background requests under saturation (always on with --nodes above 1; implies the edge).",
+        True,
+        description="With the edge, route REST requests through the endpoint picker: with one node for its "
+        "shedding of background requests under saturation, with several (where it is always on) for its "
+        "choice of node; false: Envoy balances the bridges by least requests.",
     )
     picker_port: int = Field(9002, description="The endpoint picker's gRPC port on 127.0.0.1.")
     picker_metrics_port: int = Field(0, ge=0, description="The picker's /metrics port; 0 disables it.")
@@ -99,12 +100,12 @@ class ServeSettings(MultaiSettings):
     stop_grace_seconds: float = Field(10.0, gt=0, description="Time each process gets to stop on Ctrl-C.")
 
     def picker_in_front(self) -> bool:
-        """Whether the endpoint picker decides each REST request's node: asked for, or several nodes."""
-        return self.picker or self.nodes > 1
+        """Whether the endpoint picker decides each REST request's node: with the edge, or several nodes."""
+        return (self.edge and self.picker) or self.nodes > 1
 
     def edge_in_front(self) -> bool:
-        """Whether Envoy serves HOST:PORT: asked for, or needed by the picker."""
-        return self.edge or self.picker_in_front()
+        """Whether Envoy serves HOST:PORT: asked for, or needed by several nodes."""
+        return self.edge or self.nodes > 1
 
 
 @dataclass(frozen=True)

@@ -262,12 +262,26 @@ def _routes(bridge_cluster: str, picker: bool) -> list[dict[str, Any]]:
     if picker:
         # The picker decides REST requests only; on the gRPC routes its filter stays out of the way.
         for route in routes:
-            route.setdefault("typed_per_filter_config", {})["envoy.filters.http.ext_proc"] = {
-                "@type": f"{TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute",
-                "disabled": True,
-            }
+            route.setdefault("typed_per_filter_config", {})["envoy.filters.http.ext_proc"] = (
+                _ext_proc_disabled()
+            )
+    # Batch input files reach 200 MB, past the buffer's limit: they stream to any bridge, which checks the
+    # size as it reads (the picker has no model to decide on, and the override_host policy falls back).
+    uploads = _route({"path_separated_prefix": "/v1/files"}, bridge_cluster, grpc=False)
+    uploads["typed_per_filter_config"] = {
+        "envoy.filters.http.buffer": {
+            "@type": f"{TYPE}.filters.http.buffer.v3.BufferPerRoute",
+            "disabled": True,
+        },
+        **({"envoy.filters.http.ext_proc": _ext_proc_disabled()} if picker else {}),
+    }
+    routes.append(uploads)
     routes.append(_route({"prefix": "/"}, bridge_cluster, grpc=False))
     return routes
+
+
+def _ext_proc_disabled() -> dict[str, Any]:
+    return {"@type": f"{TYPE}.filters.http.ext_proc.v3.ExtProcPerRoute", "disabled": True}
 
 
 # No request or response bodies, ever: prompts and audio stay out of the logs.

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,12 @@ CHAT_MODEL = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
-def edge_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def admin_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def edge_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory, admin_port: int) -> Iterator[Mesh]:
     folder = tmp_path_factory.mktemp("edge")
     running = start_mesh(
         models_dir,
@@ -29,7 +35,7 @@ def edge_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         edge="true",
         edge_tls="true",
         bridge_port=str(free_port()),
-        edge_admin_port=str(free_port()),
+        edge_admin_port=str(admin_port),
     )
     yield running
     running.stop()
@@ -145,3 +151,44 @@ def test_a_body_over_the_edges_limit_is_an_openai_413_from_envoy(edge_mesh: Mesh
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
     assert response.headers.get("server") == "envoy"
+
+
+def envoy_counter(admin_port: int, name: str) -> int:
+    stats = httpx.get(f"http://127.0.0.1:{admin_port}/stats", params={"filter": f"^{name}$"}, timeout=30)
+    return int(stats.text.split(": ", 1)[1])
+
+
+def test_rest_requests_through_the_edge_are_decided_by_the_endpoint_picker(
+    edge_mesh: Mesh, admin_port: int
+) -> None:
+    """With one node too, `--edge` asks the picker about each REST request (failure_mode_allow off)."""
+    asked = "cluster.picker.upstream_rq_total"
+    before = envoy_counter(admin_port, asked)
+    sdk(edge_mesh).chat.completions.create(
+        model=CHAT_MODEL, messages=[{"role": "user", "content": "Hi."}], max_tokens=2
+    )
+    assert envoy_counter(admin_port, asked) == before + 1
+
+
+def test_a_batch_file_past_the_edges_buffer_streams_through_to_the_bridge(
+    edge_mesh: Mesh, admin_port: int
+) -> None:
+    """Batch input files may reach 200 MB: /v1/files is not held to the 32 MiB buffer of other requests."""
+    line = json.dumps(
+        {
+            "custom_id": "request",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "x" * 900}]},
+        }
+    )
+    content = "\n".join(line.replace('"request"', f'"request-{i}"') for i in range(40 * 1024)).encode()
+    assert len(content) > 36 * 1024 * 1024
+    asked = envoy_counter(admin_port, "cluster.picker.upstream_rq_total")
+    client = sdk(edge_mesh)
+    uploaded = client.files.create(file=("big.jsonl", content), purpose="batch")
+    assert uploaded.bytes == len(content)
+    assert client.files.content(uploaded.id).content == content
+    client.files.delete(uploaded.id)
+    # Nothing for the picker to decide: the upload went to a bridge without asking it.
+    assert envoy_counter(admin_port, "cluster.picker.upstream_rq_total") == asked
