@@ -20,11 +20,17 @@ def soak_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     running.stop()
 
 
+# The slowdown this guards against made the mesh 2.7x slower (0.37) after a few thousand requests. Two
+# best-of-15 measurements a few seconds apart, with nothing in between, differ by up to 13% on a 2-core
+# machine, so a bar of 0.9 failed two recent full runs (0.87 each) with no slowdown at all.
+KEPT_SPEED = 0.8
+
+
 def test_chat_stream_keeps_its_speed_after_2000_requests(soak_mesh: Mesh) -> None:
-    fresh, aged = chat_soak(soak_mesh.base_url, measurements=3)
-    assert aged >= 0.9 * fresh, f"{aged:.0f} tok/s after the soak against {fresh:.0f} fresh"
+    fresh, aged = chat_soak(soak_mesh.base_url, measurements=5)
+    assert aged >= KEPT_SPEED * fresh, f"{aged:.0f} tok/s after the soak against {fresh:.0f} fresh"
 
 
 def test_transcription_keeps_its_speed_after_the_audio_soak(soak_mesh: Mesh) -> None:
-    fresh, aged = audio_soak(soak_mesh.base_url, measurements=7)
-    assert aged >= 0.9 * fresh, f"{aged:.1f} transcriptions/s after the soak against {fresh:.1f} fresh"
+    fresh, aged = audio_soak(soak_mesh.base_url, measurements=15)
+    assert aged >= KEPT_SPEED * fresh, f"{aged:.1f} transcriptions/s after the soak against {fresh:.1f} fresh"
