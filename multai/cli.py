@@ -85,7 +85,7 @@ class ServeSettings(MultaiSettings):
         True,
         description="With the edge, route REST requests through the endpoint picker: with one node for its "
         "shedding of background requests under saturation, with several (where it is always on) for its "
-        "choice of node; false: Envoy balances the bridges by least requests.",
+        "choice of node; --no-picker: Envoy balances the bridges by least requests.",
     )
     picker_port: int = Field(9002, description="The endpoint picker's gRPC port on 127.0.0.1.")
     picker_metrics_port: int = Field(0, ge=0, description="The picker's /metrics port; 0 disables it.")
