@@ -133,6 +133,12 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def bearer_secret(authorization: str) -> str:
+    """The secret of an `Authorization: Bearer SECRET` header's value; empty for any other value."""
+    scheme, _, secret = authorization.partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" else ""
+
+
 def find_key(active: Mapping[str, ApiKey], secret: str) -> ApiKey | None:
     """The active key whose secret this is, in a mapping from KeyStore.active(); None for any other text."""
     wanted = digest(secret)

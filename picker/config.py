@@ -52,3 +52,10 @@ class PickerSettings(GrpcServiceSettings):
         2, ge=0, description="Further endpoints named after the chosen one, for retries."
     )
     metrics_port: int = Field(0, ge=0, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+    key_tiers: bool = Field(
+        True,
+        description="Read the API keys' priority tiers from the state database (DATABASE_URL, else the "
+        "SQLite file in STATE_DIR, as the bridges do), so that a request naming no priority is shed at the "
+        "level its key's bridge will run it at.",
+    )
+    key_refresh_seconds: float = Field(2.0, gt=0, description="How often the keys' tiers are read again.")

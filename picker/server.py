@@ -8,9 +8,12 @@ from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor
 from grpc_health.v1 import health, health_pb2
 from prometheus_client import start_http_server
 
+from multai.api_keys import KeyStore
 from multai.grpc_server import run_grpc_server
 from multai.mesh_tls import MeshChannels
+from multai.state_db import database_url, open_engine
 from picker.config import PickerSettings
+from picker.keys import KeyTiers
 from picker.metrics import PickerMetrics
 from picker.nodes import NodeSet, parse_node
 from picker.policy import PickRules
@@ -60,12 +63,18 @@ async def serve(settings: PickerSettings) -> None:
         settings.shed_normal_waiting,
         settings.max_fallbacks,
     )
+    tiers = None
+    if settings.key_tiers:
+        # Opening the database may create its tables: off the event loop, once, before the server starts.
+        engine = await asyncio.to_thread(lambda: open_engine(database_url(settings)))
+        tiers = KeyTiers(KeyStore(engine))
     picker = EndpointPicker(
         lambda: nodes.views(settings.claim_seconds),
         nodes.picked,
         rules,
         settings.retry_after_seconds,
         metrics,
+        tiers,
     )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
@@ -78,6 +87,8 @@ async def serve(settings: PickerSettings) -> None:
     async def started() -> None:
         await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         background.append(asyncio.create_task(publish_readiness()))
+        if tiers is not None:
+            background.append(asyncio.create_task(tiers.refresh_forever(settings.key_refresh_seconds)))
         nodes.set_nodes([parse_node(spec) for spec in settings.nodes])
         if settings.nodes_dns:
             follow = asyncio.create_task(

@@ -21,6 +21,7 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 
 from multai.openai_params import PRIORITY_HEADER
+from picker.keys import KeyTiers
 from picker.metrics import PickerMetrics
 from picker.policy import NORMAL, Decision, NodeView, NoEndpoint, PickRules, Route, Shed, choose
 
@@ -51,12 +52,17 @@ def body_fields(content_type: str, body: bytes) -> tuple[str | None, int | None]
     return (model if isinstance(model, str) else None), (priority if priority in (0, 1, 2) else None)
 
 
-def priority_of(headers: dict[str, str], body_priority: int | None) -> int:
-    """The request's queue level as the bridge reads it (the header wins); anything unreadable is normal."""
+def priority_of(headers: dict[str, str], body_priority: int | None, key_tier: int | None = None) -> int:
+    """The request's queue level as the bridge reads it: the header wins, then the body, then the default of
+    the key's tier (normal, or the key's most urgent level when that is background); anything unreadable is
+    normal. A level more urgent than the key's tier, which the bridge refuses, counts as the tier's."""
+    default = NORMAL if key_tier is None else max(key_tier, NORMAL)
     value = headers.get(PRIORITY_HEADER.lower())
     if value is not None:
-        return int(value) if value in ("0", "1", "2") else NORMAL
-    return NORMAL if body_priority is None else body_priority
+        level = int(value) if value in ("0", "1", "2") else NORMAL
+    else:
+        level = default if body_priority is None else body_priority
+    return level if key_tier is None else max(level, key_tier)
 
 
 def _subset(request: ext_proc.ProcessingRequest) -> list[str] | None:
@@ -91,12 +97,14 @@ class EndpointPicker(external_processor_pb2_grpc.ExternalProcessorServicer):
         rules: PickRules,
         retry_after_seconds: int,
         metrics: PickerMetrics,
+        key_tiers: KeyTiers | None = None,
     ) -> None:
         self._views = views
         self._picked = picked
         self._rules = rules
         self._retry_after = retry_after_seconds
         self._metrics = metrics
+        self._key_tiers = key_tiers
 
     async def Process(
         self, request_iterator: AsyncIterator[ext_proc.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -138,7 +146,9 @@ class EndpointPicker(external_processor_pb2_grpc.ExternalProcessorServicer):
         started: float,
     ) -> ext_proc.ProcessingResponse:
         model, body_priority = fields
-        priority = priority_of(headers, body_priority)
+        tiers = self._key_tiers
+        tier = tiers.tier(headers.get("authorization", "")) if tiers is not None else None
+        priority = priority_of(headers, body_priority, tier)
         decision = choose(self._views(), model, priority, self._rules, subset)
         response = self._response(phase, decision, priority, headers.get("x-request-id", ""))
         self._metrics.observe(decision, priority, time.perf_counter() - started)

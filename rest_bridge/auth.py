@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from multai.api_keys import ApiKey, KeyStore, UsageDelta, UsageRecorder, find_key
+from multai.api_keys import ApiKey, KeyStore, UsageDelta, UsageRecorder, bearer_secret, find_key
 from multai.common.v1 import common_pb2
 from multai.openai_params import PRIORITY_NAMES
 from multai.rate_limits import KeyLimiter
@@ -118,8 +118,7 @@ class KeyRing:
 
 
 def _bearer(scope: Scope) -> str:
-    scheme, _, secret = Headers(scope=scope).get("authorization", "").partition(" ")
-    return secret.strip() if scheme.lower() == "bearer" else ""
+    return bearer_secret(Headers(scope=scope).get("authorization", ""))
 
 
 class KeyAuthMiddleware:

@@ -1,8 +1,11 @@
 """The picker's ext_proc answers, over a real grpc.aio server: the Inference Extension's protocol."""
 
+import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -11,7 +14,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext_proc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 from google.protobuf import struct_pb2
 
+from multai.api_keys import KeyStore
 from multai.scheduler.v1 import scheduler_pb2 as pb
+from multai.state_db import open_engine
+from picker.keys import KeyTiers
 from picker.metrics import PickerMetrics
 from picker.policy import NodeView, PickRules
 from picker.servicer import DESTINATION_HEADER, EndpointPicker, body_fields
@@ -31,22 +37,26 @@ def idle_node(endpoint: str, waiting: int = 0) -> NodeView:
 class Picker:
     """A served EndpointPicker over nodes the test sets, and what it was told it picked."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_tiers: KeyTiers | None = None) -> None:
         self.nodes: list[NodeView] = []
         self.picks: list[tuple[str, str | None, str]] = []
         self.metrics = PickerMetrics()
         rules = PickRules(shed_background_waiting=2, shed_normal_waiting=4)
         self.servicer = EndpointPicker(
-            lambda: self.nodes, lambda e, m, r: self.picks.append((e, m, r)), rules, 7, self.metrics
+            lambda: self.nodes,
+            lambda e, m, r: self.picks.append((e, m, r)),
+            rules,
+            7,
+            self.metrics,
+            key_tiers,
         )
 
 
 Served = tuple[Picker, external_processor_pb2_grpc.ExternalProcessorStub]
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
-    picker = Picker()
+@contextlib.asynccontextmanager
+async def serving(picker: Picker) -> AsyncIterator[Served]:
     server = grpc.aio.server()
     external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(picker.servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -54,6 +64,12 @@ async def served() -> AsyncIterator[Served]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield picker, external_processor_pb2_grpc.ExternalProcessorStub(channel)
     await server.stop(None)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serving(Picker()) as running:
+        yield running
 
 
 def headers(
@@ -180,3 +196,38 @@ async def test_a_large_body_is_read_for_its_model_too(served: Served) -> None:
     header, _ = destination(answer, "request_body")
     assert header.split(",")[0] == "10.0.0.2:8080"
     assert picker.picks == [("10.0.0.2:8080", "small", "req-1")]
+
+
+async def test_a_background_tier_keys_requests_are_shed_as_the_bridge_will_run_them(tmp_path: Path) -> None:
+    """The bridge runs a background-only key's requests at background whatever they ask: so does the
+    picker's shedding, from the keys in the state database (a real SQLite one here)."""
+    store = KeyStore(open_engine(f"sqlite:///{tmp_path / 'multai.db'}"))
+    _, nightly = store.create("nightly", max_priority=2)
+    _, interactive = store.create("interactive", max_priority=0)
+    tiers = KeyTiers(store)
+    refreshing = asyncio.create_task(tiers.refresh_forever(0.05))
+    try:
+        for _ in range(100):
+            if tiers.tier(f"Bearer {nightly}") is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert tiers.tier(f"Bearer {nightly}") == 2 and tiers.tier(f"Bearer {interactive}") == 0
+        assert tiers.tier("Bearer sk-not-a-key") is None and tiers.tier(nightly) is None
+        async with serving(Picker(tiers)) as (picker, stub):
+            # Past the background bar (2), short of the normal one (4).
+            picker.nodes = [idle_node("10.0.0.1:8080", waiting=3)]
+            payload = json.dumps({"model": "small"}).encode()
+
+            async def outcome(extra_headers: dict[str, str]) -> str | None:
+                _, answer = await exchange(stub, headers({**JSON, **extra_headers}, False), body(payload))
+                return answer.WhichOneof("response")
+
+            assert await outcome({"authorization": f"Bearer {nightly}"}) == "immediate_response"
+            # Asking for urgent does not help: the bridge refuses it, and the picker counts it at the tier.
+            urgent = {"authorization": f"Bearer {nightly}", "x-multai-priority": "0"}
+            assert await outcome(urgent) == "immediate_response"
+            assert await outcome({"authorization": f"Bearer {interactive}"}) == "request_body"
+            assert await outcome({"authorization": "Bearer sk-not-a-key"}) == "request_body"
+            assert await outcome({}) == "request_body"
+    finally:
+        refreshing.cancel()
