@@ -21,8 +21,8 @@ def soak_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 # The slowdown this guards against made the mesh 2.7x slower (0.37) after a few thousand requests. Two
-# best-of-15 measurements a few seconds apart, with nothing in between, differ by up to 13% on a 2-core
-# machine, so a bar of 0.9 failed two recent full runs (0.87 each) with no slowdown at all.
+# best-of-7 measurements seconds apart, with nothing run between them, differed by 11% on a 2-core machine
+# (best-of-15 ones by 8%), so a bar of 0.9 failed two recent full runs (at 0.87) with no slowdown at all.
 KEPT_SPEED = 0.8
 
 
