@@ -145,11 +145,11 @@ def mesh_children(settings: ServeSettings) -> list[Child]:
     """The processes of the local mesh, in start order: each node group, then the picker and the edge."""
     if settings.nodes > 1:
         # Further nodes' free ports must not be ones the settings already give the first node or the edge.
-        reserve(
-            value
-            for name, value in settings.model_dump().items()
-            if (name == "port" or name.endswith("_port")) and isinstance(value, int)
-        )
+        for name, value in settings.model_dump().items():
+            if name == "port" or name.endswith("_port"):
+                reserve([value])
+            elif name.endswith("_ports"):
+                reserve(value)
     nodes = [NodePorts.first(settings), *(NodePorts.free() for _ in range(settings.nodes - 1))]
     children = [child for index, ports in enumerate(nodes) for child in node_children(settings, index, ports)]
     services = set(settings.node_services)
