@@ -255,35 +255,48 @@ def test_every_endpoint_runs_bad_lines_go_to_the_error_file_and_a_file_not_jsonl
         client.batches.retrieve("batch_does_not_exist")
 
 
-def _urgent_seconds(client: openai.OpenAI) -> float:
+def _urgent_timings(client: openai.OpenAI) -> tuple[float, float]:
+    """Seconds to the first token and to the last of an urgent request shaped as one of the batch's lines."""
     started = time.monotonic()
-    client.chat.completions.create(
+    first = None
+    for chunk in client.chat.completions.create(
         model=CHAT_MODEL,
         messages=[{"role": "user", "content": "Write a poem about the sea."}],
         max_tokens=32,
         temperature=0,
+        stream=True,
         extra_headers={"X-MultAI-Priority": "0"},
-    )
-    return time.monotonic() - started
+    ):
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.monotonic() - started
+    assert first is not None, "the urgent request streamed no text"
+    return first, time.monotonic() - started
 
 
 def test_an_urgent_request_waits_at_most_one_batch_line(batch_mesh: BatchMesh) -> None:
     client = batch_mesh.client()
-    _urgent_seconds(client)  # the model is resident and warm
-    idle = statistics.median(_urgent_seconds(client) for _ in range(3))
+    _urgent_timings(client)  # the model is resident and warm
+    idle = [_urgent_timings(client) for _ in range(3)]
+    idle_first = statistics.median(first for first, _ in idle)
+    # The urgent request is shaped as a batch line: on the idle mesh, its latency is one line's generation.
+    one_line = statistics.median(total for _, total in idle)
     lines = [chat_line(f"long-{i}", "Write a poem about the sea.", max_tokens=32) for i in range(30)]
     batch = create(client, lines)
     wait_until(client, batch.id, lambda b: b.request_counts is not None and b.request_counts.completed >= 2)
-    busy = [_urgent_seconds(client) for _ in range(3)]
+    busy = [_urgent_timings(client) for _ in range(3)]
     still = client.batches.retrieve(batch.id)
     client.batches.cancel(batch.id)
     ended(client, batch.id, timeout=60)
     assert still.status == "in_progress", "the batch ended before the urgent requests"
-    ratio = max(busy) / idle
-    print(f"urgent request: idle {idle:.2f}s, during the batch {busy}, ratio {ratio:.2f}")
-    # Waiting for one line (as long as the request itself) and then sharing the decode with the lines in
-    # flight: well under three times the idle latency.
-    assert ratio < 3.0, (idle, busy)
+    waited = max(first for first, _ in busy) - idle_first
+    ratio = max(total for _, total in busy) / one_line
+    print(f"urgent request: idle {idle}, during the batch {busy}; waited {waited:.2f}s, ratio {ratio:.2f}")
+    # Its wait for a start (to its first token, beyond the idle mesh's) is at most one line's generation,
+    # with half again for noise: the batch leaves it a free slot, or it takes the next one to free up.
+    assert waited <= 1.5 * one_line, (idle, busy)
+    # Then it decodes beside the lines in flight (at most the batch's share of the slots): one line's wait
+    # plus its own generation, slowed by sharing each step, stays within four idle latencies.
+    assert ratio < 4.0, (idle, busy)
 
 
 def test_a_batch_survives_a_sigkill_of_the_whole_mesh(batch_mesh: BatchMesh, models_dir: Path) -> None:
