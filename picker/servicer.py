@@ -31,9 +31,9 @@ DESTINATION_HEADER = "x-gateway-destination-endpoint"
 DESTINATION_NAMESPACE = "envoy.lb"
 SUBSET_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_KEY = "x-gateway-destination-endpoint-subset"
-# A multipart form's `model` field (audio uploads), without parsing the whole form.
 # Bodies up to this are parsed on the event loop (well under a millisecond), larger ones in a thread.
 PARSE_ON_LOOP_BYTES = 64 * 1024
+# A multipart form's `model` field (audio uploads), without parsing the whole form.
 FORM_MODEL = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]{1,256})\r\n')
 
 
@@ -53,15 +53,14 @@ def body_fields(content_type: str, body: bytes) -> tuple[str | None, int | None]
 
 
 def priority_of(headers: dict[str, str], body_priority: int | None, key_tier: int | None = None) -> int:
-    """The request's queue level as the bridge reads it: the header wins, then the body, then the default of
-    the key's tier (normal, or the key's most urgent level when that is background); anything unreadable is
-    normal. A level more urgent than the key's tier, which the bridge refuses, counts as the tier's."""
-    default = NORMAL if key_tier is None else max(key_tier, NORMAL)
+    """The request's queue level as the bridge reads it: the header wins, then the body, else normal;
+    anything unreadable is normal. Never more urgent than the key's tier: a key limited to background runs
+    at background by default, and the bridge refuses a more urgent level it asks for."""
     value = headers.get(PRIORITY_HEADER.lower())
     if value is not None:
         level = int(value) if value in ("0", "1", "2") else NORMAL
     else:
-        level = default if body_priority is None else body_priority
+        level = NORMAL if body_priority is None else body_priority
     return level if key_tier is None else max(level, key_tier)
 
 
