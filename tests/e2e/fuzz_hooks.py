@@ -4,10 +4,26 @@ Generated model names never exist, so every request would stop at the 404; these
 model of the right kind in most bodies, so that the rest of the generated body reaches the services.
 """
 
+import ast
+import threading
 import zlib
 from typing import Any
 
 import schemathesis
+
+# CPython 3.11 keeps ast.parse's recursion depth in interpreter-wide state, so two of schemathesis' workers
+# describing a hypothesis filter at once can crash the run with "SystemError: AST constructor recursion
+# depth mismatch" (python/cpython#106905; one full run here). The parses take turns.
+_parse_lock = threading.Lock()
+_parse = ast.parse
+
+
+def _parse_one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+    with _parse_lock:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _parse_one_at_a_time
 
 # The installed model each route's requests name, keyed by path.
 MODEL_OF_ROUTE = {
