@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from multai.cli import fetch_status
-from tests.e2e.mesh import Mesh, start_mesh
+from tests.e2e.mesh import CHAT_ONLY, Mesh, start_mesh
 
 MODEL = "smollm2-135m-instruct"
 OTHER_MODEL = "gemma-3-270m"
@@ -65,7 +65,8 @@ async def stream_chat(
 @pytest.fixture(scope="module")
 def batching_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """A mesh of its own, so that no other test's requests share its batches or its timing."""
-    running = start_mesh(models_dir, tmp_path_factory.mktemp("batching") / "serve.log", parallel=str(SLOTS))
+    folder = tmp_path_factory.mktemp("batching")
+    running = start_mesh(models_dir, folder / "serve.log", node_services=CHAT_ONLY, parallel=str(SLOTS))
     yield running
     running.stop()
 

@@ -22,7 +22,7 @@ from multai.mesh_tls import MeshChannels, ensure_mesh_certs
 from multai.ports import free_port
 from multai.scheduler.v1 import scheduler_pb2
 from multai.scheduler_client import SchedulerClient
-from tests.e2e.mesh import PROJECT_ROOT, Mesh, start_mesh
+from tests.e2e.mesh import CHAT_ONLY, PROJECT_ROOT, Mesh, start_mesh
 
 ONE_SLOT_SWAP_BUDGET_BYTES = 350_000_000
 LONG_STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
@@ -36,6 +36,7 @@ def small_queue_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     mesh = start_mesh(
         models_dir,
         tmp_path_factory.mktemp("faults") / "serve.log",
+        node_services=CHAT_ONLY,
         max_queue_per_level="1",
         lease_ttl_seconds="1",
         parallel="1",
@@ -211,7 +212,13 @@ def test_a_model_whose_slot_caches_do_not_fit_is_refused_before_loading(
     # SmolLM2's file (98 MB) fits this budget; with the KV cells of four 2,048-token slots (189 MB) it
     # does not. A planner that knew only the file would load it and overshoot the budget.
     budget = 200_000_000
-    mesh = start_mesh(models_dir, tmp_path / "serve.log", parallel="4", ram_budget_bytes=str(budget))
+    mesh = start_mesh(
+        models_dir,
+        tmp_path / "serve.log",
+        node_services=CHAT_ONLY,
+        parallel="4",
+        ram_budget_bytes=str(budget),
+    )
     try:
         client = openai.OpenAI(base_url=mesh.base_url, api_key="x", max_retries=0, timeout=60)
         with pytest.raises(openai.RateLimitError) as refused:
@@ -226,7 +233,7 @@ def test_a_model_whose_slot_caches_do_not_fit_is_refused_before_loading(
 
 
 def test_scheduler_killed_under_load_no_request_hangs(models_dir: Path, tmp_path: Path) -> None:
-    mesh = start_mesh(models_dir, tmp_path / "serve.log", parallel="1")
+    mesh = start_mesh(models_dir, tmp_path / "serve.log", node_services=CHAT_ONLY, parallel="1")
     try:
         client = openai.OpenAI(base_url=mesh.base_url, api_key="x", max_retries=0, timeout=60)
         scheduler_pid = next(

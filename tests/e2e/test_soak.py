@@ -15,7 +15,8 @@ from tests.e2e.mesh import Mesh, start_mesh
 
 @pytest.fixture(scope="module")
 def soak_mesh(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    running = start_mesh(models_dir, tmp_path_factory.mktemp("soak") / "serve.log")
+    folder = tmp_path_factory.mktemp("soak")
+    running = start_mesh(models_dir, folder / "serve.log", node_services='["chat", "audio"]')
     yield running
     running.stop()
 

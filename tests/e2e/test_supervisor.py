@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from multai.cli import fetch_status
-from tests.e2e.mesh import Mesh, start_mesh
+from tests.e2e.mesh import CHAT_ONLY, Mesh, start_mesh
 
 
 def chat_pid(mesh: Mesh) -> int:
@@ -22,7 +22,7 @@ def chat_pid(mesh: Mesh) -> int:
 def test_killed_chat_service_fails_the_stream_promptly_and_is_restarted(
     models_dir: Path, tmp_path: Path
 ) -> None:
-    mesh = start_mesh(models_dir, tmp_path / "serve.log")
+    mesh = start_mesh(models_dir, tmp_path / "serve.log", node_services=CHAT_ONLY)
     try:
         client = openai.OpenAI(base_url=mesh.base_url, api_key="x", max_retries=0, timeout=60)
         victim = chat_pid(mesh)

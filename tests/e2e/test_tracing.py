@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.mesh import start_mesh
+from tests.e2e.mesh import CHAT_ONLY, start_mesh
 
 
 def spans_in(log: str) -> list[dict[str, Any]]:
@@ -22,7 +22,7 @@ def spans_in(log: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(600)
 def test_one_chat_request_is_one_trace_across_the_mesh(models_dir: Path, tmp_path: Path) -> None:
-    mesh = start_mesh(models_dir, tmp_path / "serve.log", tracing="console")
+    mesh = start_mesh(models_dir, tmp_path / "serve.log", node_services=CHAT_ONLY, tracing="console")
     try:
         client = openai.OpenAI(base_url=mesh.base_url, api_key="local", max_retries=0, timeout=120)
         client.chat.completions.create(
