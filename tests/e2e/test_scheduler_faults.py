@@ -233,7 +233,7 @@ def test_a_model_whose_slot_caches_do_not_fit_is_refused_before_loading(
 
 
 def test_scheduler_killed_under_load_no_request_hangs(models_dir: Path, tmp_path: Path) -> None:
-    mesh = start_mesh(models_dir, tmp_path / "serve.log", node_services=CHAT_ONLY, parallel="1")
+    mesh = start_mesh(models_dir, tmp_path / "serve.log", parallel="1")
     try:
         client = openai.OpenAI(base_url=mesh.base_url, api_key="x", max_retries=0, timeout=60)
         scheduler_pid = next(
